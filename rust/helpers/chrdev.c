@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: GPL-2.0
+
+#include <linux/device.h>
+#include <linux/fs.h>
+
+__rust_helper struct device *rust_helper_device_create_named(const struct class *cls,
+							     struct device *parent,
+							     dev_t devt, void *drvdata,
+							     const char *name)
+{
+	return device_create(cls, parent, devt, drvdata, "%s", name);
+}

@@ -1,0 +1,392 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Character device regions and cdevs.
+//!
+//! C headers: [`include/linux/cdev.h`](srctree/include/linux/cdev.h) and
+//! [`include/linux/fs.h`](srctree/include/linux/fs.h)
+//!
+//! A [`Region`] reserves a dynamically allocated major with a range of minors. A [`Cdev`] makes
+//! one device number live with the file operations of a [`FileOperations`] implementation.
+//!
+//! # Lifetimes
+//!
+//! The `struct cdev` comes from `cdev_alloc()`, so it is reference counted by its kobject: an
+//! open file keeps it alive after [`Cdev`] is dropped (`cdev_del()`), and the VFS frees it on the
+//! last `fput()`. The file operations hold a reference to the owning module for as long as a
+//! file is open, so the module cannot be unloaded under an open file. What a file reaches after
+//! its device is gone is up to the `Ptr` that [`FileOperations::open`] returned; drivers keep
+//! an `Arc` to an object that records the removal.
+
+use crate::{
+    bindings,
+    error::{to_result, Result, VTABLE_DEFAULT_ERROR},
+    fs::File,
+    iov::{IovIterDest, IovIterSource},
+    prelude::*,
+    str::CStr,
+    sync::poll::PollTable,
+    types::ForeignOwnable,
+    ThisModule,
+};
+use core::{cell::UnsafeCell, marker::PhantomData, ptr::NonNull};
+
+/// A device number (`dev_t`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DevT(u32);
+
+impl DevT {
+    const MINOR_BITS: u32 = 20;
+    const MINOR_MASK: u32 = (1 << Self::MINOR_BITS) - 1;
+
+    /// Builds a device number (`MKDEV`).
+    ///
+    /// ```
+    /// use kernel::chrdev::DevT;
+    ///
+    /// let d = DevT::new(240, 5);
+    /// assert_eq!((d.major(), d.minor()), (240, 5));
+    /// ```
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Self((major << Self::MINOR_BITS) | (minor & Self::MINOR_MASK))
+    }
+
+    /// Wraps a raw `dev_t`.
+    pub const fn from_raw(raw: u32) -> Self {
+        Self(raw)
+    }
+
+    /// The raw `dev_t`.
+    pub const fn as_raw(self) -> u32 {
+        self.0
+    }
+
+    /// The major number (`MAJOR`).
+    pub const fn major(self) -> u32 {
+        self.0 >> Self::MINOR_BITS
+    }
+
+    /// The minor number (`MINOR`).
+    pub const fn minor(self) -> u32 {
+        self.0 & Self::MINOR_MASK
+    }
+}
+
+/// A range of device numbers with a dynamically allocated major, released on drop.
+///
+/// # Invariants
+///
+/// `base..base + count` was allocated by `alloc_chrdev_region()` and is still held.
+pub struct Region {
+    base: DevT,
+    count: u32,
+}
+
+impl Region {
+    /// Allocates `count` minors starting at 0 under a new major, listed as `name` in
+    /// `/proc/devices`.
+    pub fn new(name: &'static CStr, count: u32) -> Result<Self> {
+        let mut dev: bindings::dev_t = 0;
+        // SAFETY: `dev` is writable and `name` is static.
+        to_result(unsafe { bindings::alloc_chrdev_region(&mut dev, 0, count, name.as_char_ptr()) })?;
+        Ok(Self {
+            base: DevT(dev),
+            count,
+        })
+    }
+
+    /// The major number.
+    pub fn major(&self) -> u32 {
+        self.base.major()
+    }
+
+    /// The device number of `minor`, if it is in the region.
+    pub fn devt(&self, minor: u32) -> Option<DevT> {
+        (minor < self.count).then(|| DevT::new(self.base.major(), self.base.minor() + minor))
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the range is held by us.
+        unsafe { bindings::unregister_chrdev_region(self.base.0, self.count) };
+    }
+}
+
+/// The file operations of a character device.
+///
+/// `open` turns the device number into the driver's per-file object `Ptr`; the other methods
+/// borrow it.
+#[vtable]
+pub trait FileOperations: Sized + 'static {
+    /// The per-file object stored in `file->private_data`.
+    type Ptr: ForeignOwnable + Send + Sync;
+
+    /// Opens the device `devt`. The file is non-seekable (`stream_open`).
+    fn open(devt: DevT, file: &File) -> Result<Self::Ptr>;
+
+    /// The last reference to the file went away.
+    fn release(this: Self::Ptr, file: &File) {
+        let _ = file;
+        drop(this);
+    }
+
+    /// `read(2)`: copy at most `dest.len()` bytes into `dest`.
+    fn read(
+        _this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        _dest: &mut IovIterDest<'_>,
+    ) -> Result<usize> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `write(2)`: consume up to `src.len()` bytes of `src`. Also serves `splice(2)` to the
+    /// file, through `iter_file_splice_write()`.
+    fn write(
+        _this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        _src: &mut IovIterSource<'_>,
+    ) -> Result<usize> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `poll(2)`: register on the wait queues in `table` and return the ready `POLL*` mask.
+    fn poll(
+        _this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        _table: &PollTable<'_>,
+    ) -> u32 {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `fcntl(F_SETFL, FASYNC)`: usually forwards to [`FasyncQueue::helper`].
+    fn fasync(
+        _this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _fd: i32,
+        _file: &File,
+        _on: bool,
+    ) -> Result<i32> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// A live character device, removed on drop.
+///
+/// # Invariants
+///
+/// `cdev` was returned by `cdev_alloc()` and added with `cdev_add()`; we hold the reference
+/// `cdev_alloc()` gave.
+pub struct Cdev<T: FileOperations> {
+    cdev: NonNull<bindings::cdev>,
+    _p: PhantomData<T>,
+}
+
+// SAFETY: The cdev functions may be called from any thread.
+unsafe impl<T: FileOperations> Send for Cdev<T> {}
+// SAFETY: `&Cdev` exposes nothing.
+unsafe impl<T: FileOperations> Sync for Cdev<T> {}
+
+impl<T: FileOperations> Cdev<T> {
+    /// Makes `devt` live with `T`'s file operations.
+    pub fn new(devt: DevT, module: &'static ThisModule) -> Result<Self> {
+        // SAFETY: No preconditions.
+        let cdev = NonNull::new(unsafe { bindings::cdev_alloc() }).ok_or(ENOMEM)?;
+        // SAFETY: `cdev` was just allocated and is not live yet.
+        unsafe {
+            (*cdev.as_ptr()).ops = &FopsVTable::<T>::VTABLE;
+            (*cdev.as_ptr()).owner = module.as_ptr();
+        }
+        // SAFETY: `cdev` is initialised.
+        let ret = unsafe { bindings::cdev_add(cdev.as_ptr(), devt.0, 1) };
+        if ret != 0 {
+            // SAFETY: A cdev that was never added is released by dropping its kobject.
+            unsafe { bindings::kobject_put(&raw mut (*cdev.as_ptr()).kobj) };
+            return Err(Error::from_errno(ret));
+        }
+        Ok(Self {
+            cdev,
+            _p: PhantomData,
+        })
+    }
+}
+
+impl<T: FileOperations> Drop for Cdev<T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant; `cdev_del` drops our reference, open files keep theirs.
+        unsafe { bindings::cdev_del(self.cdev.as_ptr()) };
+    }
+}
+
+struct FopsVTable<T>(PhantomData<T>);
+
+impl<T: FileOperations> FopsVTable<T> {
+    const VTABLE: bindings::file_operations = bindings::file_operations {
+        open: Some(Self::open),
+        release: Some(Self::release),
+        read_iter: if T::HAS_READ { Some(Self::read_iter) } else { None },
+        write_iter: if T::HAS_WRITE {
+            Some(Self::write_iter)
+        } else {
+            None
+        },
+        splice_write: if T::HAS_WRITE {
+            Some(bindings::iter_file_splice_write)
+        } else {
+            None
+        },
+        poll: if T::HAS_POLL { Some(Self::poll) } else { None },
+        fasync: if T::HAS_FASYNC { Some(Self::fasync) } else { None },
+        owner: crate::module::this_module::<T::OwnerModule>().as_ptr(),
+        ..pin_init::zeroed()
+    };
+
+    /// # Safety
+    ///
+    /// Called by the VFS for a file being opened on one of our cdevs.
+    unsafe extern "C" fn open(inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
+        // SAFETY: Valid inode and file being opened.
+        let devt = DevT(unsafe { (*inode).i_rdev });
+        // SAFETY: As above.
+        let ret = unsafe { bindings::stream_open(inode, raw) };
+        if ret != 0 {
+            return ret;
+        }
+        // SAFETY: The file is valid for the duration of `open`; no fdget_pos region is active.
+        let file = unsafe { File::from_raw_file(raw) };
+        match T::open(devt, file) {
+            Ok(ptr) => {
+                // SAFETY: The open call owns `private_data`.
+                unsafe { (*raw).private_data = ptr.into_foreign() };
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS for the last reference of a file opened by `open`.
+    unsafe extern "C" fn release(_inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
+        // SAFETY: `private_data` was set by `open` and release owns it.
+        let ptr = unsafe { T::Ptr::from_foreign((*raw).private_data) };
+        // SAFETY: The file is valid for the duration of the call.
+        T::release(ptr, unsafe { File::from_raw_file(raw) });
+        0
+    }
+
+    /// # Safety
+    ///
+    /// `file` must be a file opened by `open`.
+    unsafe fn borrow<'a>(
+        file: *mut bindings::file,
+    ) -> (<T::Ptr as ForeignOwnable>::Borrowed<'a>, &'a File) {
+        // SAFETY: `private_data` holds a `T::Ptr` until `release`, which cannot run during
+        // another file operation.
+        let this = unsafe { T::Ptr::borrow((*file).private_data) };
+        // SAFETY: The file is valid during the file operation.
+        (this, unsafe { File::from_raw_file(file) })
+    }
+
+    unsafe extern "C" fn read_iter(
+        kiocb: *mut bindings::kiocb,
+        iter: *mut bindings::iov_iter,
+    ) -> isize {
+        // SAFETY: A valid kiocb of one of our files.
+        let (this, file) = unsafe { Self::borrow((*kiocb).ki_filp) };
+        // SAFETY: A valid destination iterator.
+        let dest = unsafe { IovIterDest::from_raw(iter) };
+        match T::read(this, file, dest) {
+            Ok(n) => n as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    unsafe extern "C" fn write_iter(
+        kiocb: *mut bindings::kiocb,
+        iter: *mut bindings::iov_iter,
+    ) -> isize {
+        // SAFETY: A valid kiocb of one of our files.
+        let (this, file) = unsafe { Self::borrow((*kiocb).ki_filp) };
+        // SAFETY: A valid source iterator.
+        let src = unsafe { IovIterSource::from_raw(iter) };
+        match T::write(this, file, src) {
+            Ok(n) => n as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    unsafe extern "C" fn poll(
+        raw: *mut bindings::file,
+        table: *mut bindings::poll_table_struct,
+    ) -> bindings::__poll_t {
+        // SAFETY: One of our files.
+        let (this, file) = unsafe { Self::borrow(raw) };
+        // SAFETY: A valid (possibly null) poll table for the duration of the call.
+        let table = unsafe { PollTable::from_raw(table) };
+        T::poll(this, file, &table)
+    }
+
+    unsafe extern "C" fn fasync(fd: c_int, raw: *mut bindings::file, on: c_int) -> c_int {
+        // SAFETY: One of our files.
+        let (this, file) = unsafe { Self::borrow(raw) };
+        match T::fasync(this, fd, file, on != 0) {
+            Ok(n) => n,
+            Err(e) => e.to_errno(),
+        }
+    }
+}
+
+/// A list of files that asked for `SIGIO` (`struct fasync_struct *`).
+///
+/// # Invariants
+///
+/// `head` is only changed by `fasync_helper()` and read by `kill_fasync()`, which synchronise
+/// internally (a spinlock and RCU).
+pub struct FasyncQueue {
+    head: UnsafeCell<*mut bindings::fasync_struct>,
+}
+
+// SAFETY: See the type invariant.
+unsafe impl Send for FasyncQueue {}
+// SAFETY: See the type invariant.
+unsafe impl Sync for FasyncQueue {}
+
+impl Default for FasyncQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FasyncQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        Self {
+            head: UnsafeCell::new(core::ptr::null_mut()),
+        }
+    }
+
+    /// Adds or removes `file` (`fasync_helper`); for [`FileOperations::fasync`].
+    pub fn helper(&self, fd: i32, file: &File, on: bool) -> Result<i32> {
+        // SAFETY: `file` is valid; `head` is only used through the fasync functions.
+        let ret = unsafe { bindings::fasync_helper(fd, file.as_ptr(), on as c_int, self.head.get()) };
+        if ret < 0 {
+            Err(Error::from_errno(ret))
+        } else {
+            Ok(ret)
+        }
+    }
+
+    /// Sends `SIGIO` with poll band `band` (a `POLL_*` code) to every registered file
+    /// (`kill_fasync`). Safe in any context.
+    pub fn kill(&self, band: i32) {
+        // SAFETY: See the type invariant.
+        unsafe { bindings::kill_fasync(self.head.get(), bindings::SIGIO as c_int, band) };
+    }
+}
+
+/// Poll band codes for [`FasyncQueue::kill`].
+pub mod band {
+    /// Output possible (`POLL_OUT`).
+    pub const POLL_OUT: i32 = crate::bindings::POLL_OUT as i32;
+    /// Input available (`POLL_IN`).
+    pub const POLL_IN: i32 = crate::bindings::POLL_IN as i32;
+}

@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device classes, class devices and their sysfs attributes.
+//!
+//! C headers: [`include/linux/device/class.h`](srctree/include/linux/device/class.h) and
+//! [`include/linux/device.h`](srctree/include/linux/device.h)
+//!
+//! A [`Class`] appears as `/sys/class/<name>`. A [`ClassDevice`] is a `struct device` in that
+//! class, with a device number (so devtmpfs makes `/dev/<name>`), a parent and driver data of
+//! type `Arc<T>`. An [`Attribute`] implementation describes a read-only sysfs file whose
+//! `show` callback gets the driver data; [`ClassDevice::add_attribute`] creates it later in the
+//! device's life, followed by a `KOBJ_CHANGE` uevent so udev sees it.
+//!
+//! # Lifetimes
+//!
+//! The class is created with `class_create()` and freed by its own release callback, so a
+//! reference held by sysfs can outlive [`Class`] safely. The driver data is released only after
+//! `device_unregister()` has returned, which waits for running `show` callbacks.
+
+use crate::{
+    bindings, device,
+    chrdev::DevT,
+    error::{from_err_ptr, to_result, Result},
+    prelude::*,
+    str::{CStr, CString},
+    sync::Arc,
+    types::ForeignOwnable,
+};
+use core::{fmt::Write, marker::PhantomData, ptr::NonNull};
+
+/// A device class, unregistered on drop.
+///
+/// # Invariants
+///
+/// `ptr` was returned by `class_create()` and not destroyed yet.
+pub struct Class {
+    ptr: NonNull<bindings::class>,
+}
+
+// SAFETY: The class functions may be called from any thread.
+unsafe impl Send for Class {}
+// SAFETY: `&Class` only hands the pointer to C functions that lock internally.
+unsafe impl Sync for Class {}
+
+impl Class {
+    /// Creates `/sys/class/<name>`.
+    pub fn new(name: &'static CStr) -> Result<Self> {
+        // SAFETY: `name` is static, as `class_create()` requires.
+        let ptr = from_err_ptr(unsafe { bindings::class_create(name.as_char_ptr()) })?;
+        Ok(Self {
+            ptr: NonNull::new(ptr).ok_or(ENOMEM)?,
+        })
+    }
+}
+
+impl Drop for Class {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant.
+        unsafe { bindings::class_destroy(self.ptr.as_ptr()) };
+    }
+}
+
+/// A read-only sysfs attribute of a [`ClassDevice<T>`].
+pub trait Attribute<T>: 'static {
+    /// The file name.
+    const NAME: &'static CStr;
+
+    /// Writes the file's contents (at most a page; longer output is cut).
+    fn show(data: &T, out: &mut dyn Write) -> core::fmt::Result;
+}
+
+struct AttrVTable<T, A>(PhantomData<(T, A)>);
+
+impl<T: Send + Sync + 'static, A: Attribute<T>> AttrVTable<T, A> {
+    const ATTR: bindings::device_attribute = bindings::device_attribute {
+        attr: bindings::attribute {
+            name: A::NAME.as_ptr().cast(),
+            mode: 0o444,
+            ..pin_init::zeroed()
+        },
+        __bindgen_anon_1: bindings::device_attribute__bindgen_ty_1 {
+            show: Some(Self::show),
+        },
+        ..pin_init::zeroed()
+    };
+
+    const ATTRS: [*mut bindings::attribute; 2] =
+        [(&Self::ATTR.attr) as *const bindings::attribute as *mut _, core::ptr::null_mut()];
+
+    const GROUP: bindings::attribute_group = bindings::attribute_group {
+        __bindgen_anon_2: bindings::attribute_group__bindgen_ty_2 {
+            attrs: (&Self::ATTRS) as *const [*mut bindings::attribute; 2] as *mut _,
+        },
+        ..pin_init::zeroed()
+    };
+
+    unsafe extern "C" fn show(
+        dev: *mut bindings::device,
+        _attr: *mut bindings::device_attribute,
+        buf: *mut c_char,
+    ) -> isize {
+        // SAFETY: The attribute only exists on `ClassDevice<T>` devices, whose driver data is
+        // an `Arc<T>` that outlives every `show` call (see the module docs).
+        let data = unsafe { <Arc<T> as ForeignOwnable>::borrow(bindings::dev_get_drvdata(dev)) };
+        // SAFETY: sysfs passes a zeroed buffer of `PAGE_SIZE` bytes.
+        let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), bindings::PAGE_SIZE) };
+        let mut w = PageWriter { page, pos: 0 };
+        // A formatting error only means the output was cut at a page.
+        let _ = A::show(&data, &mut w);
+        w.pos as isize
+    }
+}
+
+struct PageWriter<'a> {
+    page: &'a mut [u8],
+    pos: usize,
+}
+
+impl Write for PageWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.page.len() - self.pos;
+        let n = s.len().min(room);
+        self.page[self.pos..self.pos + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.pos += n;
+        if n < s.len() {
+            Err(core::fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The kind of uevent to send with [`ClassDevice::uevent`].
+#[derive(Clone, Copy)]
+pub enum Uevent {
+    /// `KOBJ_CHANGE`.
+    Change,
+}
+
+/// A device in a [`Class`], unregistered on drop.
+///
+/// # Invariants
+///
+/// `dev` was returned by `device_create()` with driver data `Arc::<T>::into_foreign()` and is
+/// registered until `drop`.
+pub struct ClassDevice<T: Send + Sync + 'static> {
+    dev: NonNull<bindings::device>,
+    _p: PhantomData<Arc<T>>,
+}
+
+// SAFETY: The device functions may be called from any thread; `T` is `Send + Sync`.
+unsafe impl<T: Send + Sync + 'static> Send for ClassDevice<T> {}
+// SAFETY: As above.
+unsafe impl<T: Send + Sync + 'static> Sync for ClassDevice<T> {}
+
+impl<T: Send + Sync + 'static> ClassDevice<T> {
+    /// Creates device `name` with number `devt` in `class`, under `parent`.
+    pub fn new(
+        class: &Class,
+        parent: &device::Device,
+        devt: DevT,
+        data: Arc<T>,
+        name: &CStr,
+    ) -> Result<Self> {
+        let name = CString::try_from(name)?;
+        let drvdata = data.into_foreign();
+        // SAFETY: All pointers are valid; `device_create` copies `name`.
+        let ret = unsafe {
+            bindings::device_create_named(
+                class.ptr.as_ptr(),
+                parent.as_raw(),
+                devt.as_raw(),
+                drvdata,
+                name.as_char_ptr(),
+            )
+        };
+        match from_err_ptr(ret).map(NonNull::new) {
+            Ok(Some(dev)) => Ok(Self {
+                dev,
+                _p: PhantomData,
+            }),
+            other => {
+                // SAFETY: The device was not created, so we still own the reference.
+                drop(unsafe { Arc::<T>::from_foreign(drvdata) });
+                Err(other.err().unwrap_or(ENOMEM))
+            }
+        }
+    }
+
+    /// The kernel name of the device.
+    pub fn name(&self) -> &CStr {
+        // SAFETY: A registered device always has a name, valid while it is registered.
+        unsafe { CStr::from_char_ptr(bindings::dev_name(self.dev.as_ptr())) }
+    }
+
+    /// The generic device.
+    pub fn as_device(&self) -> &device::Device {
+        // SAFETY: By the type invariant `dev` is live while `self` is.
+        unsafe { device::Device::from_raw(self.dev.as_ptr()) }
+    }
+
+    /// Creates attribute `A` as a sysfs file of the device.
+    pub fn add_attribute<A: Attribute<T>>(&self) -> Result {
+        // SAFETY: By the type invariant the device is registered; the group is a static
+        // constant.
+        to_result(unsafe {
+            bindings::sysfs_create_group(
+                &raw mut (*self.dev.as_ptr()).kobj,
+                &AttrVTable::<T, A>::GROUP,
+            )
+        })
+    }
+
+    /// Removes attribute `A` (harmless if it was never added).
+    pub fn remove_attribute<A: Attribute<T>>(&self) {
+        // SAFETY: By the type invariant the device is registered.
+        unsafe {
+            bindings::sysfs_remove_group(
+                &raw mut (*self.dev.as_ptr()).kobj,
+                &AttrVTable::<T, A>::GROUP,
+            )
+        };
+    }
+
+    /// Sends a uevent for the device.
+    pub fn uevent(&self, kind: Uevent) -> Result {
+        let action = match kind {
+            Uevent::Change => bindings::kobject_action_KOBJ_CHANGE,
+        };
+        // SAFETY: By the type invariant the device is registered.
+        to_result(unsafe { bindings::kobject_uevent(&raw mut (*self.dev.as_ptr()).kobj, action) })
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for ClassDevice<T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the device is registered.
+        let drvdata = unsafe { bindings::dev_get_drvdata(self.dev.as_ptr()) };
+        // SAFETY: By the type invariant; this waits for running sysfs callbacks.
+        unsafe { bindings::device_unregister(self.dev.as_ptr()) };
+        // SAFETY: No callback can use the driver data any more.
+        drop(unsafe { Arc::<T>::from_foreign(drvdata) });
+    }
+}

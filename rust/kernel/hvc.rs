@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Hypervisor virtual consoles (hvc).
+//!
+//! C header: [`drivers/tty/hvc/hvc_console.h`](srctree/drivers/tty/hvc/hvc_console.h)
+//!
+//! A backend implements [`Operations`] and creates a [`Registration`] for a virtual terminal
+//! number (vtermno). The hvc core then calls [`Operations::put_chars`] for console and tty output
+//! and [`Operations::get_chars`] when it polls for input.
+//!
+//! The C callbacks identify a terminal only by its vtermno, so this module keeps a table from
+//! vtermno to backend. An entry lives exactly as long as its [`Registration`]: it is added before
+//! `hvc_alloc()` and removed after `hvc_remove()`, and callbacks run with the table locked, so a
+//! callback can never reach a backend that is gone.
+//!
+//! # Lock order
+//!
+//! `hp->lock` (held by the hvc core around `put_chars`/`get_chars`) nests outside the table lock,
+//! which nests outside whatever the backend takes. Backends must not call into hvc from
+//! [`Operations`] methods.
+
+use crate::{
+    bindings,
+    error::{from_err_ptr, Result},
+    prelude::*,
+    sync::{new_spinlock_irq, Arc, SetOnce, SpinLockIrq},
+};
+use core::ptr::NonNull;
+
+/// A console backend.
+///
+/// Both methods run in atomic context (with `hp->lock` held, interrupts off): they must not
+/// sleep and may only allocate with `GFP_ATOMIC`.
+pub trait Operations: Send + Sync + 'static {
+    /// Copies pending input into `buf`; returns the number of bytes copied (0 for none).
+    fn get_chars(&self, buf: &mut [u8]) -> Result<usize>;
+
+    /// Sends `buf`; returns how many bytes were taken. Returning fewer than `buf.len()` makes the
+    /// core retry the rest later.
+    fn put_chars(&self, buf: &[u8]) -> Result<usize>;
+}
+
+/// One registered terminal.
+struct Entry {
+    vtermno: u32,
+    ops: NonNull<dyn Operations>,
+    /// Window size as (rows, cols), pushed to the tty on open when `resize_enabled`.
+    size: (u16, u16),
+    resize_enabled: bool,
+}
+
+// SAFETY: `ops` points to a `Send + Sync` backend kept alive by the owning `Registration`.
+unsafe impl Send for Entry {}
+
+type Table = SpinLockIrq<KVec<Entry>>;
+
+/// The vtermno table, created on first use and never freed (it lives in vmlinux).
+static TABLE: SetOnce<Pin<KBox<Table>>> = SetOnce::new();
+
+fn table() -> Result<&'static Table> {
+    if let Some(t) = TABLE.as_ref() {
+        return Ok(t);
+    }
+    let t = KBox::pin_init(new_spinlock_irq!(KVec::new()), GFP_KERNEL)?;
+    // Whoever wins the race populates it; the loser's box is dropped.
+    TABLE.populate(t);
+    TABLE.as_ref().map(|t| &**t).ok_or(ENOMEM)
+}
+
+/// A registered virtual terminal, removed on drop.
+///
+/// # Invariants
+///
+/// `hp` is the live `struct hvc_struct` returned by `hvc_alloc()` for `vtermno`, and the table
+/// has an entry for `vtermno` pointing at `*ops`.
+pub struct Registration<T: Operations> {
+    hp: NonNull<bindings::hvc_struct>,
+    vtermno: u32,
+    ops: Arc<T>,
+}
+
+// SAFETY: The hvc functions used through `&self` lock internally and may be called from any
+// thread; `ops` is `Send + Sync`.
+unsafe impl<T: Operations> Send for Registration<T> {}
+// SAFETY: See above.
+unsafe impl<T: Operations> Sync for Registration<T> {}
+
+static HV_OPS: bindings::hv_ops = bindings::hv_ops {
+    get_chars: Some(get_chars),
+    put_chars: Some(put_chars),
+    flush: None,
+    notifier_add: Some(notifier_add),
+    notifier_del: Some(notifier_del),
+    notifier_hangup: Some(notifier_del),
+    tiocmget: None,
+    tiocmset: None,
+    dtr_rts: None,
+};
+
+impl<T: Operations> Registration<T> {
+    /// Allocates terminal `vtermno` with an output buffer of `outbuf_size` bytes.
+    ///
+    /// With `resize_enabled`, [`Registration::resize`] and opening the tty push the window size
+    /// to the tty layer. Fails with `EBUSY` if `vtermno` is taken.
+    pub fn new(vtermno: u32, ops: Arc<T>, outbuf_size: usize, resize_enabled: bool) -> Result<Self> {
+        let table = table()?;
+        let dyn_ops: &dyn Operations = &*ops;
+        {
+            let mut entries = table.lock();
+            if entries.iter().any(|e| e.vtermno == vtermno) {
+                return Err(EBUSY);
+            }
+            entries.push(
+                Entry {
+                    vtermno,
+                    ops: NonNull::from(dyn_ops),
+                    size: (0, 0),
+                    resize_enabled,
+                },
+                GFP_ATOMIC,
+            )?;
+        }
+        // SAFETY: `HV_OPS` is static; the table entry for `vtermno` exists, so callbacks find
+        // `ops`, which `Arc` keeps at a stable address.
+        let hp = unsafe { bindings::hvc_alloc(vtermno, 0, &HV_OPS, outbuf_size as c_int) };
+        match from_err_ptr(hp).map(NonNull::new) {
+            Ok(Some(hp)) => Ok(Self { hp, vtermno, ops }),
+            Ok(None) | Err(_) => {
+                Self::forget(vtermno);
+                from_err_ptr(hp)?;
+                Err(ENOMEM)
+            }
+        }
+    }
+
+    fn forget(vtermno: u32) {
+        if let Ok(table) = table() {
+            table.lock().retain(|e| e.vtermno != vtermno);
+        }
+    }
+
+    /// The terminal number.
+    pub fn vtermno(&self) -> u32 {
+        self.vtermno
+    }
+
+    /// The backend.
+    pub fn ops(&self) -> &Arc<T> {
+        &self.ops
+    }
+
+    /// Polls the backend for input and pushes it to the tty (`hvc_poll`). Atomic-safe.
+    ///
+    /// Returns non-zero if more input may be pending.
+    pub fn poll(&self) -> i32 {
+        // SAFETY: By the type invariant `hp` is live.
+        unsafe { bindings::hvc_poll(self.hp.as_ptr()) }
+    }
+
+    /// Wakes the hvc thread so it polls soon (`hvc_kick`).
+    pub fn kick(&self) {
+        // SAFETY: Always safe to call.
+        unsafe { bindings::hvc_kick() }
+    }
+
+    /// Tells the core that input is interrupt driven, so its thread does not poll in a loop.
+    pub fn set_interrupt_driven(&self, on: bool) {
+        // SAFETY: By the type invariant `hp` is live.
+        unsafe { bindings::hvc_set_irq_requested(self.hp.as_ptr(), on as c_int) }
+    }
+
+    /// Records a new window size and, if resizing is enabled, applies it to the tty.
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let apply = table().is_ok_and(|table| {
+            let mut entries = table.lock();
+            match entries.iter_mut().find(|e| e.vtermno == self.vtermno) {
+                Some(e) => {
+                    e.size = (rows, cols);
+                    e.resize_enabled
+                }
+                None => false,
+            }
+        });
+        if apply {
+            // SAFETY: By the type invariant `hp` is live.
+            unsafe { bindings::hvc_resize(self.hp.as_ptr(), rows, cols) };
+        }
+    }
+}
+
+impl<T: Operations> Drop for Registration<T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `hp` is live; this is its only removal. `hvc_remove`
+        // takes `hp->lock`, so no `put_chars`/`get_chars` for it runs after it returns.
+        unsafe { bindings::hvc_remove(self.hp.as_ptr()) };
+        Self::forget(self.vtermno);
+    }
+}
+
+/// Runs `f` on the backend of `vtermno` with the table locked.
+fn with_ops<R>(vtermno: u32, f: impl FnOnce(&dyn Operations) -> R) -> Option<R> {
+    let table = TABLE.as_ref()?;
+    let entries = table.lock();
+    let entry = entries.iter().find(|e| e.vtermno == vtermno)?;
+    // SAFETY: The entry exists, so its `Registration` and the `Arc` it holds are alive; they
+    // cannot go away while we hold the table lock.
+    Some(f(unsafe { entry.ops.as_ref() }))
+}
+
+unsafe extern "C" fn get_chars(vtermno: u32, buf: *mut u8, count: usize) -> isize {
+    // SAFETY: The hvc core passes a buffer of `count` writable bytes.
+    let buf = unsafe { core::slice::from_raw_parts_mut(buf, count) };
+    match with_ops(vtermno, |ops| ops.get_chars(buf)) {
+        Some(Ok(n)) => n.min(count) as isize,
+        Some(Err(e)) => e.to_errno() as isize,
+        None => EPIPE.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn put_chars(vtermno: u32, buf: *const u8, count: usize) -> isize {
+    // SAFETY: The hvc core passes `count` readable bytes.
+    let buf = unsafe { core::slice::from_raw_parts(buf, count) };
+    match with_ops(vtermno, |ops| ops.put_chars(buf)) {
+        Some(Ok(n)) => n.min(count) as isize,
+        Some(Err(e)) => e.to_errno() as isize,
+        None => EPIPE.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn notifier_add(hp: *mut bindings::hvc_struct, _data: c_int) -> c_int {
+    // SAFETY: The core passes a live `hp` that it holds a reference on.
+    let vtermno = unsafe { bindings::hvc_vtermno(hp) };
+    // SAFETY: As above.
+    unsafe { bindings::hvc_set_irq_requested(hp, 1) };
+    let size = TABLE.as_ref().and_then(|t| {
+        t.lock()
+            .iter()
+            .find(|e| e.vtermno == vtermno && e.resize_enabled)
+            .map(|e| e.size)
+    });
+    if let Some((rows, cols)) = size {
+        // SAFETY: As above; no table lock is held here.
+        unsafe { bindings::hvc_resize(hp, rows, cols) };
+    }
+    0
+}
+
+unsafe extern "C" fn notifier_del(hp: *mut bindings::hvc_struct, _data: c_int) {
+    // SAFETY: The core passes a live `hp`.
+    unsafe { bindings::hvc_set_irq_requested(hp, 0) };
+}

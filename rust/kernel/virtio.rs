@@ -1,0 +1,623 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Abstractions for the virtio bus.
+//!
+//! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h) and
+//! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h)
+//!
+//! A virtio driver implements [`Driver`] and registers it with a [`Registration`]. The bus calls
+//! [`Driver::probe`] for every matching device; the driver finds its virtqueues with
+//! [`Device::find_vqs`] and returns its per-device data in an [`Arc`].
+//!
+//! # Callbacks during probe
+//!
+//! Virtqueue and config-change interrupts may fire as soon as the driver calls
+//! [`Device::device_ready`], which is usually inside `probe`, before the driver data exists.
+//! The adapter records such interrupts and, once `probe` has returned successfully and the data
+//! is published, replays them: every virtqueue that was signalled gets one call of
+//! [`Driver::vq_interrupt`], and a recorded config change one call of
+//! [`Driver::config_changed`]. Spurious calls are always allowed by virtio, so drivers need no
+//! special handling and can never observe a half-built device.
+//!
+//! # Lifetimes
+//!
+//! Virtqueues are handed out as [`Arc<Virtqueue>`]. When the device goes away, after
+//! [`Driver::remove`] has returned, the adapter revokes every virtqueue (all of its operations
+//! fail from then on, and the buffers the device still owned are dropped) and only then deletes
+//! the queues. A driver object that outlives its device (for example an open file) therefore
+//! cannot touch freed queues.
+
+use crate::{
+    bindings, device,
+    error::{to_result, Error, Result},
+    prelude::*,
+    str::CStr,
+    sync::{new_mutex, new_spinlock_irq, Arc, Mutex, SpinLockIrq},
+    sync::aref::{ARef, AlwaysRefCounted},
+    types::Opaque,
+    ThisModule,
+};
+use core::{marker::PhantomData, ptr::NonNull};
+
+mod virtqueue;
+pub use virtqueue::{Buffer, Virtqueue, VirtqueueGuard};
+
+/// The virtio device ID of a console (`VIRTIO_ID_CONSOLE`).
+pub const ID_CONSOLE: u32 = bindings::VIRTIO_ID_CONSOLE;
+/// The virtio device ID of an entropy source (`VIRTIO_ID_RNG`).
+pub const ID_RNG: u32 = bindings::VIRTIO_ID_RNG;
+
+/// Matches any vendor in a [`DeviceId`] (`VIRTIO_DEV_ANY_ID`).
+pub const DEV_ANY_ID: u32 = bindings::VIRTIO_DEV_ANY_ID;
+
+/// A virtio device id, as in `struct virtio_device_id`.
+#[derive(Clone, Copy)]
+pub struct DeviceId {
+    /// The device type, for example [`ID_CONSOLE`].
+    pub device: u32,
+    /// The vendor, or [`DEV_ANY_ID`].
+    pub vendor: u32,
+}
+
+impl DeviceId {
+    /// An id that matches a device type from any vendor.
+    pub const fn new(device: u32) -> Self {
+        Self {
+            device,
+            vendor: DEV_ANY_ID,
+        }
+    }
+}
+
+/// Description of one virtqueue for [`Device::find_vqs`].
+#[derive(Clone, Copy)]
+pub struct VirtqueueInfo {
+    /// The name of the queue, shown by the transport (for example in `/proc/interrupts`).
+    pub name: &'static CStr,
+    /// Whether used-buffer notifications call [`Driver::vq_interrupt`].
+    pub callback: bool,
+}
+
+/// A virtio driver.
+///
+/// Callbacks marked "atomic context" run in hard interrupt context: they must not sleep and may
+/// only allocate with `GFP_ATOMIC`.
+pub trait Driver: Send + Sync + 'static {
+    /// Driver-wide state handed to every [`Driver::probe`], owned by the [`Registration`].
+    type Context: Send + Sync;
+
+    /// Per-device data returned by [`Driver::probe`].
+    type Data: Send + Sync;
+
+    /// The devices the driver binds to.
+    const ID_TABLE: &'static [DeviceId];
+
+    /// The feature bits the driver supports; the core negotiates their intersection with the
+    /// device's.
+    const FEATURES: &'static [u32];
+
+    /// Binds the driver to `dev`.
+    fn probe(dev: &Device, ctx: &Arc<Self::Context>) -> Result<Arc<Self::Data>>;
+
+    /// Unbinds the driver from `dev`.
+    ///
+    /// The device is already reset and no callback runs any more; the queues are still
+    /// allocated (operations on them are memory-safe but the device ignores them) and are
+    /// revoked and deleted after `remove` returns.
+    fn remove(dev: &Device, data: Arc<Self::Data>);
+
+    /// A used-buffer notification on the queue with index `index` (atomic context).
+    fn vq_interrupt(data: &Arc<Self::Data>, index: u32);
+
+    /// The device's configuration space changed (atomic context).
+    fn config_changed(data: &Arc<Self::Data>) {
+        let _ = data;
+    }
+}
+
+/// A virtio device.
+///
+/// # Invariants
+///
+/// `self.0` is a valid `struct virtio_device`, alive for as long as a reference to `Device`
+/// exists.
+#[repr(transparent)]
+pub struct Device(Opaque<bindings::virtio_device>);
+
+impl Device {
+    /// Creates a reference from a raw pointer.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid `struct virtio_device` that stays alive for `'a`.
+    unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
+        // SAFETY: `Device` is a transparent wrapper of `struct virtio_device`; the caller
+        // guarantees validity for `'a`.
+        unsafe { &*ptr.cast() }
+    }
+
+    fn as_raw(&self) -> *mut bindings::virtio_device {
+        self.0.get()
+    }
+
+    /// The bus index of the device, the `N` of `virtioN`.
+    pub fn index(&self) -> u32 {
+        // SAFETY: By the type invariant `self.0` is valid; `index` is set before the device is
+        // registered and never changes afterwards.
+        unsafe { (*self.as_raw()).index as u32 }
+    }
+
+    /// Whether feature bit `fbit` was negotiated.
+    pub fn has_feature(&self, fbit: u32) -> bool {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio_has_feature(self.as_raw(), fbit) }
+    }
+
+    /// Whether the transport gives access to the configuration space.
+    pub fn config_accessible(&self) -> bool {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio_config_accessible(self.as_raw()) }
+    }
+
+    /// Reads a 16-bit configuration field at byte `offset`, converted from virtio endianness.
+    ///
+    /// May sleep. Use `core::mem::offset_of!` on the uapi config struct for `offset`.
+    pub fn config_read_u16(&self, offset: usize) -> u16 {
+        // SAFETY: By the type invariant `self.as_raw()` is valid; out-of-range offsets are
+        // handled by the transport.
+        unsafe { bindings::virtio_cread16(self.as_raw(), offset as u32) }
+    }
+
+    /// Reads a 32-bit configuration field at byte `offset`, converted from virtio endianness.
+    ///
+    /// May sleep.
+    pub fn config_read_u32(&self, offset: usize) -> u32 {
+        // SAFETY: As for `config_read_u16`.
+        unsafe { bindings::virtio_cread32(self.as_raw(), offset as u32) }
+    }
+
+    /// Writes a 32-bit configuration field at byte `offset`, converted to virtio endianness.
+    pub fn config_write_u32(&self, offset: usize, val: u32) {
+        // SAFETY: As for `config_read_u16`.
+        unsafe { bindings::virtio_cwrite32(self.as_raw(), offset as u32, val) }
+    }
+
+    /// Converts a CPU value to the device's 16-bit wire format (`cpu_to_virtio16`).
+    pub fn cpu_to_virtio16(&self, val: u16) -> u16 {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::cpu_to_virtio16(self.as_raw(), val) }
+    }
+
+    /// Converts a CPU value to the device's 32-bit wire format (`cpu_to_virtio32`).
+    pub fn cpu_to_virtio32(&self, val: u32) -> u32 {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::cpu_to_virtio32(self.as_raw(), val) }
+    }
+
+    /// Converts a 16-bit value in the device's wire format to CPU order (`virtio16_to_cpu`).
+    pub fn virtio16_to_cpu(&self, val: u16) -> u16 {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio16_to_cpu(self.as_raw(), val) }
+    }
+
+    /// Converts a 32-bit value in the device's wire format to CPU order (`virtio32_to_cpu`).
+    pub fn virtio32_to_cpu(&self, val: u32) -> u32 {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio32_to_cpu(self.as_raw(), val) }
+    }
+
+    /// Sets `DRIVER_OK`, so the device may use the queues while `probe` is still running.
+    pub fn device_ready(&self) {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio_device_ready(self.as_raw()) }
+    }
+
+    /// Resets the device: it stops using the queues and raising interrupts.
+    pub fn reset(&self) {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio_reset_device(self.as_raw()) }
+    }
+
+    /// Marks every queue of the device broken, so no further buffers are used.
+    pub fn break_device(&self) {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio_break_device(self.as_raw()) }
+    }
+
+    /// Finds the device's virtqueues, in the order of `infos`.
+    ///
+    /// Must be called from [`Driver::probe`], once. The queues stay usable until the device is
+    /// removed; see the module documentation.
+    pub fn find_vqs(&self, infos: &[VirtqueueInfo]) -> Result<KVec<Arc<Virtqueue>>> {
+        let state = self.state().ok_or(EINVAL)?;
+        let n = infos.len();
+        let mut raw_infos = KVec::with_capacity(n, GFP_KERNEL)?;
+        for info in infos {
+            raw_infos.push(
+                bindings::virtqueue_info {
+                    name: info.name.as_char_ptr(),
+                    callback: if info.callback {
+                        Some(state.vq_callback)
+                    } else {
+                        None
+                    },
+                    ctx: false,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        let mut raw_vqs: KVec<*mut bindings::virtqueue> = KVec::with_capacity(n, GFP_KERNEL)?;
+        raw_vqs.resize(n, core::ptr::null_mut(), GFP_KERNEL)?;
+
+        let mut queues = state.queues.lock();
+        queues.reserve(n, GFP_KERNEL)?;
+        if !queues.is_empty() {
+            return Err(EBUSY);
+        }
+        // SAFETY: `self.as_raw()` is valid; both arrays hold `n` entries.
+        to_result(unsafe {
+            bindings::virtio_find_vqs(
+                self.as_raw(),
+                n as u32,
+                raw_vqs.as_mut_ptr(),
+                raw_infos.as_mut_ptr(),
+            )
+        })?;
+        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut result = Ok(());
+        for &raw in raw_vqs.iter() {
+            let Some(vq) = NonNull::new(raw) else {
+                result = Err(EINVAL);
+                break;
+            };
+            // SAFETY: `vq` was just returned by `find_vqs` and is deleted only by `del_vqs`,
+            // after every wrapper was revoked (see `DeviceState::teardown`).
+            let vq = match Arc::pin_init(unsafe { Virtqueue::new(vq) }, GFP_KERNEL) {
+                Ok(vq) => vq,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            // Cannot fail: both vectors were allocated with capacity `n`.
+            if let Err(e) = queues.push(vq.clone(), GFP_KERNEL) {
+                result = Err(e.into());
+                break;
+            }
+            if let Err(e) = out.push(vq, GFP_KERNEL) {
+                result = Err(e.into());
+                break;
+            }
+        }
+        if let Err(e) = result {
+            for vq in queues.drain_all() {
+                vq.revoke();
+            }
+            // SAFETY: The queues were found above and every wrapper is revoked.
+            unsafe { bindings::virtio_del_vqs(self.as_raw()) };
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// The adapter's state of this device, if it is bound to a Rust driver.
+    fn state(&self) -> Option<&DeviceState> {
+        // SAFETY: `priv_` is owned by the bound driver; the adapter sets it to a `DeviceState`
+        // before calling `probe` and clears it only after `remove`.
+        let p = unsafe { (*self.as_raw()).priv_ };
+        // SAFETY: See above; the state outlives every `&Device` handed to the driver.
+        (!p.is_null()).then(|| unsafe { &*p.cast::<DeviceState>() })
+    }
+}
+
+impl AsRef<device::Device> for Device {
+    fn as_ref(&self) -> &device::Device {
+        // SAFETY: By the type invariant `self.as_raw()` is valid, so is its embedded
+        // `struct device`, for as long as `self` lives.
+        unsafe { device::Device::from_raw(&raw mut (*self.as_raw()).dev) }
+    }
+}
+
+// SAFETY: Instances are always reference counted through the embedded `struct device`.
+unsafe impl AlwaysRefCounted for Device {
+    fn inc_ref(&self) {
+        // SAFETY: The existence of a shared reference means that the refcount is non-zero.
+        unsafe { bindings::get_device(&raw mut (*self.as_raw()).dev) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // SAFETY: The safety requirements guarantee that the refcount is non-zero.
+        unsafe { bindings::put_device(&raw mut (*obj.cast::<bindings::virtio_device>().as_ptr()).dev) }
+    }
+}
+
+// SAFETY: A `Device` is a refcounted C object whose methods may be called from any thread.
+unsafe impl Send for Device {}
+// SAFETY: All methods take `&self` and are safe to call concurrently.
+unsafe impl Sync for Device {}
+
+impl Device {
+    /// Takes a counted reference to the device.
+    pub fn get(&self) -> ARef<Device> {
+        ARef::from(self)
+    }
+}
+
+/// What the adapter keeps in `vdev->priv` while a Rust driver is bound.
+///
+/// The first field lets the driver-independent [`Device::find_vqs`] install the typed interrupt
+/// trampoline of the bound driver.
+#[repr(C)]
+#[pin_data]
+struct DeviceState {
+    vq_callback: unsafe extern "C" fn(*mut bindings::virtqueue),
+    /// Every queue found, revoked before `del_vqs`. Touched in process context only, from probe
+    /// and remove, which the driver core serialises.
+    #[pin]
+    queues: Mutex<KVec<Arc<Virtqueue>>>,
+}
+
+impl DeviceState {
+    /// Revokes every queue and deletes them. Called after the device was reset.
+    fn teardown(&self, dev: &Device) {
+        let mut queues = self.queues.lock();
+        if queues.is_empty() {
+            return;
+        }
+        for vq in queues.drain_all() {
+            vq.revoke();
+        }
+        // SAFETY: The device was reset and every `Virtqueue` wrapper is revoked, so nothing
+        // uses the raw queues any more.
+        unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
+    }
+}
+
+/// Interrupts seen before the driver data was published.
+struct Pending {
+    /// Bit `i` is set when queue `i` (or, for bit 63, any queue `>= 63`) was signalled.
+    vqs: u64,
+    config: bool,
+}
+
+/// The bound state of one device for driver `T`.
+#[pin_data]
+#[repr(C)]
+struct BoundState<T: Driver> {
+    #[pin]
+    common: DeviceState,
+    /// The driver data, published once `probe` has succeeded and taken back in `remove`.
+    /// Touched from interrupt context (the callbacks) and process context.
+    #[pin]
+    data: SpinLockIrq<(Option<Arc<T::Data>>, Pending)>,
+}
+
+/// The registration of a virtio driver.
+///
+/// Dropping it unregisters the driver, which unbinds every device.
+#[pin_data(PinnedDrop)]
+pub struct Registration<T: Driver> {
+    #[pin]
+    drv: Opaque<bindings::virtio_driver>,
+    ids: KVec<bindings::virtio_device_id>,
+    ctx: Arc<T::Context>,
+    _p: PhantomData<T>,
+}
+
+// SAFETY: The registration only hands `ctx` to callbacks; `T::Context` is `Send + Sync`.
+unsafe impl<T: Driver> Send for Registration<T> {}
+// SAFETY: As above; `&Registration` exposes nothing mutable.
+unsafe impl<T: Driver> Sync for Registration<T> {}
+
+impl<T: Driver> Registration<T> {
+    /// Registers driver `T` under `name`, giving it `ctx`.
+    pub fn new(
+        name: &'static CStr,
+        ctx: Arc<T::Context>,
+        module: &'static ThisModule,
+    ) -> impl PinInit<Self, Error> {
+        let ids = (|| -> Result<KVec<bindings::virtio_device_id>> {
+            let mut ids = KVec::with_capacity(T::ID_TABLE.len() + 1, GFP_KERNEL)?;
+            for id in T::ID_TABLE {
+                ids.push(
+                    bindings::virtio_device_id {
+                        device: id.device,
+                        vendor: id.vendor,
+                    },
+                    GFP_KERNEL,
+                )?;
+            }
+            ids.push(bindings::virtio_device_id::default(), GFP_KERNEL)?;
+            Ok(ids)
+        })();
+        try_pin_init!(Self {
+            ids: ids?,
+            ctx,
+            _p: PhantomData,
+            drv <- Opaque::try_ffi_init(move |drv: *mut bindings::virtio_driver| {
+                // SAFETY: `drv` points to zeroed-or-uninitialised memory we own; every field we
+                // do not set must be zero.
+                unsafe { drv.write(core::mem::zeroed()) };
+                // SAFETY: `drv` is valid for writes; `ids` lives as long as the registration
+                // because it is a field of the same pinned object, set before this closure
+                // runs (fields initialise in order of declaration in `try_pin_init!`).
+                unsafe {
+                    (*drv).driver.name = name.as_char_ptr();
+                    (*drv).feature_table = T::FEATURES.as_ptr();
+                    (*drv).feature_table_size = T::FEATURES.len() as u32;
+                    (*drv).probe = Some(Self::probe_callback);
+                    (*drv).remove = Some(Self::remove_callback);
+                    (*drv).config_changed = Some(Self::config_callback);
+                }
+                Ok::<(), Error>(())
+            }),
+        })
+        .pin_chain(move |this| {
+            // SAFETY: `ids` is fully initialised and pinned together with `drv`.
+            unsafe { (*this.drv.get()).id_table = this.ids.as_ptr() };
+            // SAFETY: `drv` is fully set up; it is unregistered in `drop`.
+            to_result(unsafe { bindings::__register_virtio_driver(this.drv.get(), module.as_ptr()) })
+        })
+    }
+
+    /// Recovers the registration from a device bound to it.
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must be a device in a callback of this registration's driver.
+    unsafe fn from_vdev<'a>(vdev: *mut bindings::virtio_device) -> &'a Self {
+        // SAFETY: In a driver callback `dev.driver` is the `device_driver` embedded in our
+        // `virtio_driver`, itself embedded in a pinned, live `Registration<T>`.
+        unsafe {
+            let drv = crate::container_of!((*vdev).dev.driver, bindings::virtio_driver, driver);
+            let opaque = drv.cast::<Opaque<bindings::virtio_driver>>();
+            &*crate::container_of!(opaque, Self, drv)
+        }
+    }
+
+    unsafe extern "C" fn probe_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: The bus calls probe with a valid device bound to our driver.
+        let reg = unsafe { Self::from_vdev(vdev) };
+        // SAFETY: `vdev` is valid for the duration of probe.
+        let dev = unsafe { Device::from_raw(vdev) };
+
+        let state = KBox::pin_init(
+            pin_init!(BoundState::<T> {
+                common <- pin_init!(DeviceState {
+                    vq_callback: Self::vq_callback,
+                    queues <- new_mutex!(KVec::new()),
+                }),
+                data <- new_spinlock_irq!((None, Pending { vqs: 0, config: false })),
+            }),
+            GFP_KERNEL,
+        );
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => return e.to_errno(),
+        };
+        // SAFETY: The state is never moved out of its box; `remove_callback` takes it back.
+        let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(state) });
+        // SAFETY: `priv` belongs to the bound driver, which is us.
+        unsafe { (*vdev).priv_ = raw.cast() };
+        // SAFETY: `raw` stays valid until `remove_callback` or the error path below frees it.
+        let state = unsafe { &*raw };
+
+        match T::probe(dev, &reg.ctx) {
+            Ok(data) => {
+                let pending = {
+                    let mut guard = state.data.lock();
+                    guard.0 = Some(data.clone());
+                    core::mem::replace(&mut guard.1, Pending { vqs: 0, config: false })
+                };
+                Self::replay(&state.common, &data, pending);
+                0
+            }
+            Err(e) => {
+                dev.reset();
+                state.common.teardown(dev);
+                // SAFETY: No callback can run any more: the device is reset and its queues
+                // deleted.
+                unsafe { (*vdev).priv_ = core::ptr::null_mut() };
+                // SAFETY: `raw` came from `KBox::into_raw` above and is not used again.
+                drop(unsafe { KBox::from_raw(raw) });
+                e.to_errno()
+            }
+        }
+    }
+
+    /// Delivers interrupts that arrived while `probe` was running.
+    fn replay(common: &DeviceState, data: &Arc<T::Data>, pending: Pending) {
+        if pending.vqs != 0 {
+            let n = common.queues.lock().len() as u32;
+            for i in 0..n {
+                if pending.vqs & (1u64 << i.min(63)) != 0 {
+                    T::vq_interrupt(data, i);
+                }
+            }
+        }
+        if pending.config {
+            T::config_changed(data);
+        }
+    }
+
+    unsafe extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
+        // SAFETY: The bus calls remove with a valid device that probed successfully.
+        let dev = unsafe { Device::from_raw(vdev) };
+        // SAFETY: Set by `probe_callback` and not freed until the end of this function.
+        let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
+        // SAFETY: See above.
+        let state = unsafe { &*raw };
+        // Unpublish the data first, so no new callback reaches the driver, then reset: the
+        // transport's reset waits for callbacks in flight, so `remove` gets the last reference
+        // the callbacks held and no driver object is ever dropped in interrupt context.
+        let data = state.data.lock().0.take();
+        dev.reset();
+        if let Some(data) = data {
+            T::remove(dev, data);
+        }
+        state.common.teardown(dev);
+        // SAFETY: The device is reset and its queues deleted: no callback can run.
+        unsafe { (*vdev).priv_ = core::ptr::null_mut() };
+        // SAFETY: `raw` came from `KBox::into_raw` in `probe_callback`.
+        drop(unsafe { KBox::from_raw(raw) });
+    }
+
+    unsafe extern "C" fn vq_callback(vq: *mut bindings::virtqueue) {
+        // SAFETY: The transport calls this with a valid queue of a bound device; queue
+        // callbacks can only fire between `find_vqs` and `del_vqs`, while `priv` holds our
+        // state.
+        let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index) };
+        // SAFETY: See above.
+        let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
+        if raw.is_null() {
+            return;
+        }
+        // SAFETY: See above.
+        let state = unsafe { &*raw };
+        let data = {
+            let mut guard = state.data.lock();
+            match &guard.0 {
+                Some(d) => Some(d.clone()),
+                None => {
+                    guard.1.vqs |= 1u64 << index.min(63);
+                    None
+                }
+            }
+        };
+        if let Some(data) = data {
+            T::vq_interrupt(&data, index);
+        }
+    }
+
+    unsafe extern "C" fn config_callback(vdev: *mut bindings::virtio_device) {
+        // SAFETY: The core calls this with a valid device bound to our driver.
+        let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
+        if raw.is_null() {
+            return;
+        }
+        // SAFETY: `priv` holds our state while the device is bound.
+        let state = unsafe { &*raw };
+        let data = {
+            let mut guard = state.data.lock();
+            match &guard.0 {
+                Some(d) => Some(d.clone()),
+                None => {
+                    guard.1.config = true;
+                    None
+                }
+            }
+        };
+        if let Some(data) = data {
+            T::config_changed(&data);
+        }
+    }
+}
+
+#[pinned_drop]
+impl<T: Driver> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: The driver was registered in `new` (a failed registration never produces a
+        // `Registration`).
+        unsafe { bindings::unregister_virtio_driver(self.drv.get()) };
+    }
+}

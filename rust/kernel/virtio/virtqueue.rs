@@ -1,0 +1,307 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Virtqueues and the buffers they carry.
+//!
+//! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h)
+//!
+//! A [`Buffer`] handed to a queue belongs to the device until the device returns it through
+//! [`VirtqueueGuard::get_buf`] or the queue gives it back with
+//! [`VirtqueueGuard::detach_unused`]; the type system makes it impossible to touch or free it in
+//! between. When the queue is revoked (device removal), every buffer still owned by the device
+//! is detached and dropped, so none is ever leaked.
+
+use crate::{
+    alloc::Flags,
+    bindings,
+    error::{to_result, Error, Result},
+    prelude::*,
+    sync::{new_spinlock_irq, SpinLockIrq, SpinLockIrqGuard},
+};
+use core::ptr::NonNull;
+
+/// A kmalloc-backed byte buffer that can be lent to a virtqueue.
+///
+/// # Invariants
+///
+/// `len <= data.len()`; `data.len()` is the buffer's capacity and never changes.
+pub struct Buffer {
+    data: KVec<u8>,
+    len: usize,
+    device_writable: bool,
+}
+
+impl Buffer {
+    /// Allocates a zeroed buffer with `capacity` bytes and a length of 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::virtio::Buffer;
+    ///
+    /// let mut buf = Buffer::new(16, GFP_KERNEL)?;
+    /// buf.as_mut_full()[..3].copy_from_slice(b"abc");
+    /// buf.set_len(3);
+    /// assert_eq!(buf.as_slice(), b"abc");
+    /// buf.set_len(100);
+    /// assert_eq!(buf.len(), 16);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn new(capacity: usize, flags: Flags) -> Result<KBox<Self>> {
+        let mut data = KVec::with_capacity(capacity, flags)?;
+        data.resize(capacity, 0, flags)?;
+        Ok(KBox::new(
+            Self {
+                data,
+                len: 0,
+                device_writable: false,
+            },
+            flags,
+        )?)
+    }
+
+    /// The number of valid bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer holds no valid bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer's size.
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Sets the number of valid bytes, clamped to the capacity.
+    pub fn set_len(&mut self, len: usize) {
+        // INVARIANT: clamped to `data.len()`.
+        self.len = len.min(self.data.len());
+    }
+
+    /// The valid bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+
+    /// The whole buffer, for filling it before [`Buffer::set_len`].
+    pub fn as_mut_full(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+}
+
+/// Why adding a buffer failed, with the buffer given back.
+pub struct AddError {
+    /// The error: `ENOSPC` when the ring is full, `ENODEV` when the queue was revoked, `EIO`
+    /// when it is broken.
+    pub error: Error,
+    /// The buffer, untouched.
+    pub buf: KBox<Buffer>,
+}
+
+/// The state behind a [`Virtqueue`]'s lock.
+struct Inner {
+    /// The C queue, or `None` once revoked.
+    vq: Option<NonNull<bindings::virtqueue>>,
+}
+
+// SAFETY: The raw queue is only used under the lock, from any context.
+unsafe impl Send for Inner {}
+
+/// A virtqueue of a bound device.
+///
+/// All operations go through [`Virtqueue::lock`], which serialises them with an IRQ-safe
+/// spinlock (virtqueue operations must not run concurrently) and checks that the queue still
+/// exists.
+///
+/// # Invariants
+///
+/// While `inner.vq` is `Some`, it points to a live `struct virtqueue`, and every token queued on
+/// it is a `KBox<Buffer>` turned into a raw pointer.
+#[pin_data]
+pub struct Virtqueue {
+    /// Touched from process and interrupt context.
+    #[pin]
+    inner: SpinLockIrq<Inner>,
+    index: u32,
+    size: u32,
+}
+
+impl Virtqueue {
+    /// Wraps a queue found by `find_vqs`.
+    ///
+    /// # Safety
+    ///
+    /// `vq` must be live until [`Virtqueue::revoke`] has been called, and carry no buffers yet.
+    pub(super) unsafe fn new(vq: NonNull<bindings::virtqueue>) -> impl PinInit<Self> {
+        // SAFETY: The caller guarantees that `vq` is live.
+        let (index, size) =
+            unsafe { ((*vq.as_ptr()).index, bindings::virtqueue_get_vring_size(vq.as_ptr())) };
+        pin_init!(Self {
+            inner <- new_spinlock_irq!(Inner { vq: Some(vq) }),
+            index,
+            size,
+        })
+    }
+
+    /// The queue's index on its device.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The number of descriptors in the ring.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Locks the queue for a sequence of operations.
+    pub fn lock(&self) -> VirtqueueGuard<'_> {
+        VirtqueueGuard(self.inner.lock())
+    }
+
+    /// Detaches and drops every buffer the device still owns, then forgets the C queue.
+    ///
+    /// Called by the bus adapter after the device was reset, before `del_vqs`.
+    pub(super) fn revoke(&self) {
+        let mut guard = self.lock();
+        while guard.detach_unused().is_some() {}
+        guard.0.vq = None;
+    }
+}
+
+/// A locked [`Virtqueue`].
+pub struct VirtqueueGuard<'a>(SpinLockIrqGuard<'a, Inner>);
+
+impl VirtqueueGuard<'_> {
+    fn raw(&self) -> Option<*mut bindings::virtqueue> {
+        self.0.vq.map(NonNull::as_ptr)
+    }
+
+    /// Whether the queue still exists (its device was not removed).
+    pub fn is_alive(&self) -> bool {
+        self.0.vq.is_some()
+    }
+
+    fn add(&mut self, mut buf: KBox<Buffer>, device_writable: bool) -> Result<(), AddError> {
+        let Some(vq) = self.raw() else {
+            return Err(AddError { error: ENODEV, buf });
+        };
+        let len = if device_writable {
+            buf.capacity()
+        } else {
+            buf.len()
+        };
+        buf.device_writable = device_writable;
+        let mut sg = core::mem::MaybeUninit::<bindings::scatterlist>::zeroed();
+        let ptr = buf.data.as_mut_ptr();
+        // SAFETY: `sg` is writable; `ptr` points to `len` bytes of kmalloc memory, which is
+        // what the DMA API and `virt_to_page` need.
+        unsafe { bindings::sg_init_one(sg.as_mut_ptr(), ptr.cast(), len as u32) };
+        let token = KBox::into_raw(buf);
+        // SAFETY: `vq` is live (type invariant, we hold the lock); `sg` is initialised; the
+        // token is a leaked `KBox<Buffer>` whose memory stays put until it comes back.
+        let ret = unsafe {
+            if device_writable {
+                bindings::virtqueue_add_inbuf(vq, sg.as_mut_ptr(), 1, token.cast(), GFP_ATOMIC.as_raw())
+            } else {
+                bindings::virtqueue_add_outbuf(vq, sg.as_mut_ptr(), 1, token.cast(), GFP_ATOMIC.as_raw())
+            }
+        };
+        match to_result(ret) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(AddError {
+                error,
+                // SAFETY: The queue refused the token, so we still own it.
+                buf: unsafe { KBox::from_raw(token) },
+            }),
+        }
+    }
+
+    /// Lends `buf` to the device to be filled. Its whole capacity is offered.
+    pub fn add_inbuf(&mut self, buf: KBox<Buffer>) -> Result<(), AddError> {
+        self.add(buf, true)
+    }
+
+    /// Lends the valid bytes of `buf` to the device to be read.
+    pub fn add_outbuf(&mut self, buf: KBox<Buffer>) -> Result<(), AddError> {
+        self.add(buf, false)
+    }
+
+    /// Notifies the device of new buffers. Returns `false` if the queue is broken or gone.
+    pub fn kick(&mut self) -> bool {
+        match self.raw() {
+            // SAFETY: `vq` is live while we hold the lock.
+            Some(vq) => unsafe { bindings::virtqueue_kick(vq) },
+            None => false,
+        }
+    }
+
+    /// Takes back a buffer the device has used.
+    ///
+    /// For a buffer the device wrote, its length becomes the used length reported by the
+    /// device, clamped to the buffer's capacity (a device cannot make us read past it).
+    pub fn get_buf(&mut self) -> Option<KBox<Buffer>> {
+        let vq = self.raw()?;
+        let mut len: u32 = 0;
+        // SAFETY: `vq` is live while we hold the lock; `len` is writable.
+        let token = unsafe { bindings::virtqueue_get_buf(vq, &mut len) };
+        if token.is_null() {
+            return None;
+        }
+        // SAFETY: By the type invariant every token is a leaked `KBox<Buffer>`, and the device
+        // has given this one back.
+        let mut buf = unsafe { KBox::from_raw(token.cast::<Buffer>()) };
+        if buf.device_writable {
+            buf.set_len(len as usize);
+        }
+        Some(buf)
+    }
+
+    /// Takes back a buffer the device has not used yet, for teardown.
+    pub fn detach_unused(&mut self) -> Option<KBox<Buffer>> {
+        let vq = self.raw()?;
+        // SAFETY: `vq` is live while we hold the lock.
+        let token = unsafe { bindings::virtqueue_detach_unused_buf(vq) };
+        // SAFETY: By the type invariant every token is a leaked `KBox<Buffer>`; the queue has
+        // just dropped its reference to this one.
+        (!token.is_null()).then(|| unsafe { KBox::from_raw(token.cast::<Buffer>()) })
+    }
+
+    /// Re-enables used-buffer callbacks. Returns `false` if buffers are pending, so the caller
+    /// should process them (the usual race-free loop).
+    pub fn enable_cb(&mut self) -> bool {
+        match self.raw() {
+            // SAFETY: `vq` is live while we hold the lock.
+            Some(vq) => unsafe { bindings::virtqueue_enable_cb(vq) },
+            None => true,
+        }
+    }
+
+    /// Disables used-buffer callbacks (a hint; callbacks may still arrive).
+    pub fn disable_cb(&mut self) {
+        if let Some(vq) = self.raw() {
+            // SAFETY: `vq` is live while we hold the lock.
+            unsafe { bindings::virtqueue_disable_cb(vq) }
+        }
+    }
+
+    /// Whether the queue is broken (or gone): the device will not use buffers any more.
+    pub fn is_broken(&self) -> bool {
+        match self.raw() {
+            // SAFETY: `vq` is live while we hold the lock.
+            Some(vq) => unsafe { bindings::virtqueue_is_broken(vq) },
+            None => true,
+        }
+    }
+
+    /// The number of free descriptors.
+    pub fn num_free(&self) -> u32 {
+        match self.raw() {
+            // SAFETY: `vq` is live while we hold the lock; `num_free` is maintained under our
+            // lock by the ring code.
+            Some(vq) => unsafe { (*vq).num_free },
+            None => 0,
+        }
+    }
+}
