@@ -56,7 +56,7 @@ cp "$KDIR/drivers/char/virtio_console.ko" "$OUT/virtio_console.ko"
 
 stage modules "virtio_console_rs and samples (external modules)"
 "${KMAKE[@]}" M="$TOP" modules
-for ko in drivers/char/virtio_console_rs.ko samples/rust/rust_virtio_rng.ko; do
+for ko in drivers/char/virtio_console_rs/virtio_console_rs.ko samples/rust/rust_virtio_rng.ko; do
 	[ -f "$TOP/$ko" ] && cp "$TOP/$ko" "$OUT/"
 done
 stage_end

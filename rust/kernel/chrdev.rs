@@ -24,7 +24,7 @@ use crate::{
     iov::{IovIterDest, IovIterSource},
     prelude::*,
     str::CStr,
-    sync::poll::PollTable,
+    sync::{new_mutex, poll::PollTable, Arc, ArcBorrow, Mutex, SetOnce},
     types::ForeignOwnable,
     ThisModule,
 };
@@ -114,15 +114,19 @@ impl Drop for Region {
 
 /// The file operations of a character device.
 ///
-/// `open` turns the device number into the driver's per-file object `Ptr`; the other methods
-/// borrow it.
+/// Each [`Cdev`] carries an `Arc<OpenData>`; `open` turns it into the driver's per-file object
+/// `Ptr`, which the other methods borrow.
 #[vtable]
 pub trait FileOperations: Sized + 'static {
+    /// What a [`Cdev`] hands to `open`.
+    type OpenData: Send + Sync + 'static;
+
     /// The per-file object stored in `file->private_data`.
     type Ptr: ForeignOwnable + Send + Sync;
 
-    /// Opens the device `devt`. The file is non-seekable (`stream_open`).
-    fn open(devt: DevT, file: &File) -> Result<Self::Ptr>;
+    /// Opens a file on the cdev that carries `data`. The file is non-seekable
+    /// (`stream_open`).
+    fn open(data: &Arc<Self::OpenData>, file: &File) -> Result<Self::Ptr>;
 
     /// The last reference to the file went away.
     fn release(this: Self::Ptr, file: &File) {
@@ -169,15 +173,38 @@ pub trait FileOperations: Sized + 'static {
     }
 }
 
+/// One live cdev and the open data of its [`Cdev`] (an `Arc<T::OpenData>` turned into a raw
+/// pointer).
+struct OpenEntry {
+    cdev: usize,
+    data: usize,
+}
+
+/// Open data by cdev, created on first use and never freed (it lives in vmlinux).
+///
+/// The key is the `struct cdev` pointer, not the device number: a file being opened names its
+/// cdev in `inode->i_cdev`, which stays allocated while the inode refers to it, so a cdev that
+/// was replaced by another on the same number can never be confused with it.
+static OPEN_DATA: SetOnce<Pin<KBox<Mutex<KVec<OpenEntry>>>>> = SetOnce::new();
+
+fn open_data() -> Result<&'static Mutex<KVec<OpenEntry>>> {
+    if let Some(t) = OPEN_DATA.as_ref() {
+        return Ok(t);
+    }
+    let t = KBox::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?;
+    OPEN_DATA.populate(t);
+    OPEN_DATA.as_ref().map(|t| &**t).ok_or(ENOMEM)
+}
+
 /// A live character device, removed on drop.
 ///
 /// # Invariants
 ///
 /// `cdev` was returned by `cdev_alloc()` and added with `cdev_add()`; we hold the reference
-/// `cdev_alloc()` gave.
+/// `cdev_alloc()` gave. The open-data table maps `cdev` to the `Arc<T::OpenData>` in `data`.
 pub struct Cdev<T: FileOperations> {
     cdev: NonNull<bindings::cdev>,
-    _p: PhantomData<T>,
+    data: Arc<T::OpenData>,
 }
 
 // SAFETY: The cdev functions may be called from any thread.
@@ -186,10 +213,21 @@ unsafe impl<T: FileOperations> Send for Cdev<T> {}
 unsafe impl<T: FileOperations> Sync for Cdev<T> {}
 
 impl<T: FileOperations> Cdev<T> {
-    /// Makes `devt` live with `T`'s file operations.
-    pub fn new(devt: DevT, module: &'static ThisModule) -> Result<Self> {
+    /// Makes `devt` live with `T`'s file operations; opens get `data`.
+    pub fn new(devt: DevT, data: Arc<T::OpenData>, module: &'static ThisModule) -> Result<Self> {
+        let table = open_data()?;
+        // Reserve the table slot first, so nothing can fail once the cdev is live.
+        table.lock().reserve(1, GFP_KERNEL)?;
         // SAFETY: No preconditions.
         let cdev = NonNull::new(unsafe { bindings::cdev_alloc() }).ok_or(ENOMEM)?;
+        // Publish the open data before the cdev goes live.
+        table.lock().push(
+            OpenEntry {
+                cdev: cdev.as_ptr() as usize,
+                data: Arc::as_ptr(&data) as usize,
+            },
+            GFP_KERNEL,
+        )?;
         // SAFETY: `cdev` was just allocated and is not live yet.
         unsafe {
             (*cdev.as_ptr()).ops = &FopsVTable::<T>::VTABLE;
@@ -198,14 +236,23 @@ impl<T: FileOperations> Cdev<T> {
         // SAFETY: `cdev` is initialised.
         let ret = unsafe { bindings::cdev_add(cdev.as_ptr(), devt.0, 1) };
         if ret != 0 {
+            Self::forget(cdev);
             // SAFETY: A cdev that was never added is released by dropping its kobject.
             unsafe { bindings::kobject_put(&raw mut (*cdev.as_ptr()).kobj) };
             return Err(Error::from_errno(ret));
         }
-        Ok(Self {
-            cdev,
-            _p: PhantomData,
-        })
+        Ok(Self { cdev, data })
+    }
+
+    fn forget(cdev: NonNull<bindings::cdev>) {
+        if let Ok(table) = open_data() {
+            table.lock().retain(|e| e.cdev != cdev.as_ptr() as usize);
+        }
+    }
+
+    /// The open data.
+    pub fn data(&self) -> &Arc<T::OpenData> {
+        &self.data
     }
 }
 
@@ -213,6 +260,9 @@ impl<T: FileOperations> Drop for Cdev<T> {
     fn drop(&mut self) {
         // SAFETY: By the type invariant; `cdev_del` drops our reference, open files keep theirs.
         unsafe { bindings::cdev_del(self.cdev.as_ptr()) };
+        // After this no open can find `data`; opens in progress hold the table lock while
+        // they take their own reference.
+        Self::forget(self.cdev);
     }
 }
 
@@ -243,16 +293,30 @@ impl<T: FileOperations> FopsVTable<T> {
     ///
     /// Called by the VFS for a file being opened on one of our cdevs.
     unsafe extern "C" fn open(inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
+        // SAFETY: Valid inode and file being opened; `i_cdev` was set by `chrdev_open`.
+        let cdev = unsafe { (*inode).__bindgen_anon_5.i_cdev } as usize;
+        let data = {
+            let Ok(table) = open_data() else {
+                return ENXIO.to_errno();
+            };
+            let entries = table.lock();
+            let Some(e) = entries.iter().find(|e| e.cdev == cdev) else {
+                return ENXIO.to_errno();
+            };
+            // SAFETY: The entry exists, so the `Cdev<T>` that published it is alive and holds
+            // the `Arc` (only `Cdev<T>` creates entries for cdevs with `T`'s operations, and this
+            // inode's cdev has them). We hold the table lock, so it cannot go away meanwhile.
+            unsafe { ArcBorrow::<T::OpenData>::from_raw(e.data as *const T::OpenData) }.into()
+        };
+        let data: Arc<T::OpenData> = data;
         // SAFETY: Valid inode and file being opened.
-        let devt = DevT(unsafe { (*inode).i_rdev });
-        // SAFETY: As above.
         let ret = unsafe { bindings::stream_open(inode, raw) };
         if ret != 0 {
             return ret;
         }
         // SAFETY: The file is valid for the duration of `open`; no fdget_pos region is active.
         let file = unsafe { File::from_raw_file(raw) };
-        match T::open(devt, file) {
+        match T::open(&data, file) {
             Ok(ptr) => {
                 // SAFETY: The open call owns `private_data`.
                 unsafe { (*raw).private_data = ptr.into_foreign() };
@@ -389,4 +453,16 @@ pub mod band {
     pub const POLL_OUT: i32 = crate::bindings::POLL_OUT as i32;
     /// Input available (`POLL_IN`).
     pub const POLL_IN: i32 = crate::bindings::POLL_IN as i32;
+}
+
+/// Event bits for the mask [`FileOperations::poll`] returns.
+pub mod poll_mask {
+    /// Data to read (`POLLIN`).
+    pub const IN: u32 = crate::bindings::POLLIN;
+    /// Normal data to read (`POLLRDNORM`).
+    pub const RDNORM: u32 = crate::bindings::POLLRDNORM;
+    /// Writing will not block (`POLLOUT`).
+    pub const OUT: u32 = crate::bindings::POLLOUT;
+    /// The other end hung up (`POLLHUP`).
+    pub const HUP: u32 = crate::bindings::POLLHUP;
 }

@@ -26,7 +26,7 @@ use crate::{
     sync::Arc,
     types::ForeignOwnable,
 };
-use core::{fmt::Write, marker::PhantomData, ptr::NonNull};
+use core::{marker::PhantomData, ptr::NonNull};
 
 /// A device class, unregistered on drop.
 ///
@@ -65,8 +65,9 @@ pub trait Attribute<T>: 'static {
     /// The file name.
     const NAME: &'static CStr;
 
-    /// Writes the file's contents (at most a page; longer output is cut).
-    fn show(data: &T, out: &mut dyn Write) -> core::fmt::Result;
+    /// Writes the file's contents into `page` (a zeroed `PAGE_SIZE` buffer) and returns the
+    /// number of bytes written.
+    fn show(data: &T, page: &mut [u8]) -> usize;
 }
 
 struct AttrVTable<T, A>(PhantomData<(T, A)>);
@@ -104,29 +105,8 @@ impl<T: Send + Sync + 'static, A: Attribute<T>> AttrVTable<T, A> {
         let data = unsafe { <Arc<T> as ForeignOwnable>::borrow(bindings::dev_get_drvdata(dev)) };
         // SAFETY: sysfs passes a zeroed buffer of `PAGE_SIZE` bytes.
         let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), bindings::PAGE_SIZE) };
-        let mut w = PageWriter { page, pos: 0 };
-        // A formatting error only means the output was cut at a page.
-        let _ = A::show(&data, &mut w);
-        w.pos as isize
-    }
-}
-
-struct PageWriter<'a> {
-    page: &'a mut [u8],
-    pos: usize,
-}
-
-impl Write for PageWriter<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = self.page.len() - self.pos;
-        let n = s.len().min(room);
-        self.page[self.pos..self.pos + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.pos += n;
-        if n < s.len() {
-            Err(core::fmt::Error)
-        } else {
-            Ok(())
-        }
+        let len = page.len();
+        A::show(&data, page).min(len) as isize
     }
 }
 

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The file operations of `/dev/vportNpM`.
+
+use crate::port::Port;
+use kernel::{
+    chrdev::FileOperations,
+    fs::{file::flags::O_NONBLOCK, File},
+    iov::{IovIterDest, IovIterSource},
+    prelude::*,
+    sync::{poll::PollTable, Arc, ArcBorrow},
+};
+
+/// The char device of a port.
+pub(crate) struct PortFile;
+
+#[vtable]
+impl FileOperations for PortFile {
+    type OpenData = Port;
+    type Ptr = Arc<Port>;
+
+    fn open(port: &Arc<Port>, _file: &File) -> Result<Arc<Port>> {
+        port.open()?;
+        Ok(port.clone())
+    }
+
+    fn release(port: Arc<Port>, _file: &File) {
+        port.release();
+    }
+
+    fn read(port: ArcBorrow<'_, Port>, file: &File, dest: &mut IovIterDest<'_>) -> Result<usize> {
+        if dest.is_empty() {
+            return Ok(0);
+        }
+        let nonblock = file.flags() & O_NONBLOCK != 0;
+        port.read(nonblock, |data| dest.copy_to_iter(data))
+    }
+
+    fn write(port: ArcBorrow<'_, Port>, file: &File, src: &mut IovIterSource<'_>) -> Result<usize> {
+        let nonblock = file.flags() & O_NONBLOCK != 0;
+        port.write(src.len(), nonblock, |buf| src.copy_from_iter(buf))
+    }
+
+    fn poll(port: ArcBorrow<'_, Port>, file: &File, table: &PollTable<'_>) -> u32 {
+        table.register_wait(file, &port.waitq);
+        port.poll_mask()
+    }
+
+    fn fasync(port: ArcBorrow<'_, Port>, fd: i32, file: &File, on: bool) -> Result<i32> {
+        port.fasync.helper(fd, file, on)
+    }
+}

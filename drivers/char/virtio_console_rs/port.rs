@@ -1,0 +1,558 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One port of a virtio console device: its queues, connection state, buffered input and
+//! statistics, and the data paths shared by the char device and the hvc console.
+
+use crate::{
+    control::{self, Event},
+    ratelimit::{RateLimit, Verdict},
+};
+use kernel::{
+    chrdev::{band, FasyncQueue},
+    new_mutex, new_poll_condvar, new_spinlock_irq,
+    prelude::*,
+    str::CString,
+    sync::{aref::ARef, poll::PollCondVar, Arc, Mutex, SpinLockIrq, SpinLockIrqGuard},
+    virtio::{self, Buffer, Virtqueue},
+};
+
+/// Size of each receive buffer, as in the C driver.
+pub(crate) const RX_BUF_SIZE: usize = kernel::page::PAGE_SIZE;
+
+/// Most bytes one `write()` queues, as in the C driver.
+pub(crate) const MAX_WRITE: usize = 32 * 1024;
+
+/// What a port needs of its device to talk to the host; shared by all ports of a device.
+#[pin_data]
+pub(crate) struct DeviceLink {
+    pub(crate) vdev: ARef<virtio::Device>,
+    /// The control transmit queue; `None` without `VIRTIO_CONSOLE_F_MULTIPORT`.
+    pub(crate) c_ovq: Option<Arc<Virtqueue>>,
+    /// Limits messages about bad input from this device. Any context.
+    #[pin]
+    log: SpinLockIrq<RateLimit>,
+}
+
+impl DeviceLink {
+    pub(crate) fn new(
+        vdev: ARef<virtio::Device>,
+        c_ovq: Option<Arc<Virtqueue>>,
+    ) -> impl PinInit<Self> {
+        pin_init!(Self {
+            vdev,
+            c_ovq,
+            log <- new_spinlock_irq!(RateLimit::default()),
+        })
+    }
+
+    /// Logs a warning about the device, rate-limited. Any context.
+    pub(crate) fn warn(&self, msg: core::fmt::Arguments<'_>) {
+        let verdict = self.log.lock().check();
+        if let Verdict::Print { suppressed } = verdict {
+            if suppressed > 0 {
+                dev_warn!(self.vdev.as_ref(), "{} messages suppressed\n", suppressed);
+            }
+            dev_warn!(self.vdev.as_ref(), "{}\n", msg);
+        }
+    }
+
+    /// Sends a control message to the host. Does nothing without multiport.
+    ///
+    /// The C driver busy-waits until the host returns each message; we do not wait at all:
+    /// the ring keeps the messages in order, and used ones are reclaimed on the next send.
+    /// Process or atomic context.
+    pub(crate) fn send_control(&self, id: u32, event: Event, value: u16) {
+        let Some(vq) = &self.c_ovq else {
+            return;
+        };
+        let msg = control::encode(
+            id,
+            event,
+            value,
+            |v| self.vdev.cpu_to_virtio16(v),
+            |v| self.vdev.cpu_to_virtio32(v),
+        );
+        let Ok(mut buf) = Buffer::new(msg.len(), GFP_ATOMIC) else {
+            self.warn(fmt!("no memory for a control message"));
+            return;
+        };
+        buf.as_mut_full().copy_from_slice(&msg);
+        buf.set_len(msg.len());
+        let mut q = vq.lock();
+        while q.get_buf().is_some() {}
+        match q.add_outbuf(buf) {
+            Ok(()) => {
+                q.kick();
+            }
+            Err(e) if e.error == ENODEV => {}
+            Err(e) => {
+                self.warn(fmt!(
+                    "control message {:?} for port {} dropped ({:?})",
+                    event,
+                    id,
+                    e.error
+                ));
+            }
+        }
+    }
+}
+
+/// Counters shown in debugfs; never reset.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Stats {
+    pub(crate) bytes_sent: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_discarded: u64,
+}
+
+/// The mutable state of a port.
+pub(crate) struct PortState {
+    /// The receive buffer being consumed and how much of it was read; `None` when the next one
+    /// must come from the receive queue.
+    inbuf: Option<(KBox<Buffer>, usize)>,
+    /// A reader has taken `inbuf` out to copy it to user space (with `reader` held).
+    reading: bool,
+    /// A file (or the console) has the port open.
+    pub(crate) guest_connected: bool,
+    /// The host end is open.
+    pub(crate) host_connected: bool,
+    /// The transmit ring was full after the last send.
+    pub(crate) outvq_full: bool,
+    /// The port was unplugged: every file operation fails with `ENODEV`.
+    pub(crate) unplugged: bool,
+    /// The hvc vtermno, 0 when the port is not a console.
+    pub(crate) vtermno: u32,
+    /// The name from `PORT_NAME`, set once.
+    pub(crate) name: Option<CString>,
+    pub(crate) stats: Stats,
+}
+
+/// A port.
+///
+/// # Locking
+///
+/// - `state` is an IRQ-safe spinlock: it is taken from the queue interrupts (hard IRQ), from
+///   hvc's `put_chars`/`get_chars` (atomic) and from process context. While holding it the
+///   port's queue locks may be taken (`state` → `in_vq`/`out_vq`), never the other way round.
+/// - `reader` serialises readers in process context; it is taken before `state`.
+/// - `waitq` is woken whenever anything a reader, writer or poller waits on changes.
+#[pin_data]
+pub(crate) struct Port {
+    pub(crate) id: u32,
+    pub(crate) link: Arc<DeviceLink>,
+    pub(crate) in_vq: Arc<Virtqueue>,
+    pub(crate) out_vq: Arc<Virtqueue>,
+    #[pin]
+    pub(crate) state: SpinLockIrq<PortState>,
+    #[pin]
+    reader: Mutex<()>,
+    #[pin]
+    pub(crate) waitq: PollCondVar,
+    pub(crate) fasync: FasyncQueue,
+}
+
+/// The result of waiting for a port to become readable.
+enum ReadReady {
+    Data,
+    Eof,
+}
+
+impl Port {
+    pub(crate) fn new(
+        id: u32,
+        link: Arc<DeviceLink>,
+        in_vq: Arc<Virtqueue>,
+        out_vq: Arc<Virtqueue>,
+    ) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                id,
+                link,
+                in_vq,
+                out_vq,
+                state <- new_spinlock_irq!(PortState {
+                    inbuf: None,
+                    reading: false,
+                    guest_connected: false,
+                    host_connected: false,
+                    outvq_full: false,
+                    unplugged: false,
+                    vtermno: 0,
+                    name: None,
+                    stats: Stats::default(),
+                }),
+                reader <- new_mutex!(()),
+                waitq <- new_poll_condvar!("virtio_console_rs::Port::waitq"),
+                fasync: FasyncQueue::new(),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Sends a control message about this port, unless it was unplugged.
+    pub(crate) fn send_control(&self, event: Event, value: u16) {
+        if !self.state.lock().unplugged {
+            self.link.send_control(self.id, event, value);
+        }
+    }
+
+    /// Fills the receive queue with buffers. A queue that is already full (after an unplug and
+    /// re-plug the old buffers are still there) is fine.
+    pub(crate) fn fill_rx(&self) -> Result {
+        let mut added = 0;
+        loop {
+            let buf = Buffer::new(RX_BUF_SIZE, GFP_KERNEL)?;
+            let mut q = self.in_vq.lock();
+            if q.num_free() == 0 {
+                break;
+            }
+            if let Err(e) = q.add_inbuf(buf) {
+                if added == 0 && e.error != ENOSPC {
+                    return Err(e.error);
+                }
+                break;
+            }
+            added += 1;
+        }
+        if added > 0 {
+            self.in_vq.lock().kick();
+        }
+        Ok(())
+    }
+
+    /// Gives a consumed receive buffer back to the device.
+    fn requeue(&self, buf: KBox<Buffer>) {
+        let mut q = self.in_vq.lock();
+        // On failure (queue gone or broken) the buffer is simply freed.
+        if q.add_inbuf(buf).is_ok() {
+            q.kick();
+        }
+    }
+
+    /// Whether input is available, pulling the next used buffer from the queue if needed.
+    fn has_data(&self, st: &mut PortState) -> bool {
+        if st.reading || st.inbuf.is_some() {
+            return true;
+        }
+        let Some(buf) = self.in_vq.lock().get_buf() else {
+            return false;
+        };
+        st.stats.bytes_received += buf.len() as u64;
+        if buf.is_empty() {
+            // A used length of 0 carries nothing; give the buffer straight back.
+            self.requeue(buf);
+            return false;
+        }
+        st.inbuf = Some((buf, 0));
+        true
+    }
+
+    /// Drops all buffered input, counting it as discarded, and gives the buffers back.
+    pub(crate) fn discard_input(&self, st: &mut PortState) {
+        if let Some((buf, off)) = st.inbuf.take() {
+            st.stats.bytes_discarded += (buf.len() - off) as u64;
+            self.requeue(buf);
+        }
+        loop {
+            let Some(buf) = self.in_vq.lock().get_buf() else {
+                break;
+            };
+            st.stats.bytes_received += buf.len() as u64;
+            st.stats.bytes_discarded += buf.len() as u64;
+            self.requeue(buf);
+        }
+    }
+
+    /// Frees transmit buffers the host has consumed.
+    pub(crate) fn reclaim_tx(&self, st: &mut PortState) {
+        let mut q = self.out_vq.lock();
+        while q.get_buf().is_some() {
+            st.outvq_full = false;
+        }
+    }
+
+    /// Whether a write would block now (reclaiming first), as the C `will_write_block`.
+    fn will_write_block(&self, st: &mut PortState) -> bool {
+        if !st.host_connected {
+            return true;
+        }
+        self.reclaim_tx(st);
+        st.outvq_full
+    }
+
+    fn wait_readable(
+        &self,
+        st: &mut SpinLockIrqGuard<'_, PortState>,
+        nonblock: bool,
+    ) -> Result<ReadReady> {
+        loop {
+            if st.unplugged {
+                return Err(ENODEV);
+            }
+            if self.has_data(st) {
+                return Ok(ReadReady::Data);
+            }
+            if !st.host_connected {
+                return Ok(ReadReady::Eof);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if self.waitq.wait_interruptible_freezable(st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+    }
+
+    /// Reads at most the rest of one receive buffer (as the C driver does) with `copy`, which
+    /// copies to user space and may sleep; returns the bytes read, 0 at end of file.
+    pub(crate) fn read(
+        &self,
+        nonblock: bool,
+        copy: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<usize> {
+        let _reader = self.reader.lock();
+        let (buf, off) = {
+            let mut st = self.state.lock();
+            if !st.guest_connected {
+                return Err(ENODEV);
+            }
+            match self.wait_readable(&mut st, nonblock)? {
+                ReadReady::Eof => return Ok(0),
+                ReadReady::Data => {}
+            }
+            let Some(taken) = st.inbuf.take() else {
+                return Ok(0);
+            };
+            st.reading = true;
+            taken
+        };
+        let copied = copy(&buf.as_slice()[off..]);
+        let off = off + copied;
+        let mut st = self.state.lock();
+        st.reading = false;
+        if off < buf.len() && !st.unplugged {
+            st.inbuf = Some((buf, off));
+        } else {
+            drop(st);
+            self.requeue(buf);
+        }
+        if copied == 0 {
+            return Err(EFAULT);
+        }
+        Ok(copied)
+    }
+
+    fn wait_writable(&self, nonblock: bool) -> Result {
+        let mut st = self.state.lock();
+        loop {
+            if st.unplugged || !st.guest_connected {
+                return Err(ENODEV);
+            }
+            if !self.will_write_block(&mut st) {
+                return Ok(());
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if self.waitq.wait_interruptible_freezable(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+    }
+
+    /// Writes up to [`MAX_WRITE`] bytes that `fill` copies in from user space (it may sleep and
+    /// returns how many bytes it copied). Waits for the host to be connected and the ring to
+    /// have room unless `nonblock`; does not wait for the host to consume the data.
+    pub(crate) fn write(
+        &self,
+        count: usize,
+        nonblock: bool,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize> {
+        if count == 0 {
+            return Ok(0);
+        }
+        self.wait_writable(nonblock)?;
+        let count = count.min(MAX_WRITE);
+        let mut buf = Buffer::new(count, GFP_KERNEL)?;
+        let copied = fill(&mut buf.as_mut_full()[..count]);
+        if copied == 0 {
+            return Err(EFAULT);
+        }
+        buf.set_len(copied);
+        let mut st = self.state.lock();
+        if st.unplugged {
+            return Err(ENODEV);
+        }
+        let mut q = self.out_vq.lock();
+        match q.add_outbuf(buf) {
+            Ok(()) => {
+                q.kick();
+                if q.num_free() == 0 {
+                    st.outvq_full = true;
+                }
+                st.stats.bytes_sent += copied as u64;
+                Ok(copied)
+            }
+            Err(e) if e.error == ENOSPC => {
+                st.outvq_full = true;
+                Err(EAGAIN)
+            }
+            Err(e) => Err(e.error),
+        }
+    }
+
+    /// The `poll` mask, as the C `port_fops_poll`.
+    pub(crate) fn poll_mask(&self) -> u32 {
+        use kernel::chrdev::poll_mask::{HUP, IN, OUT, RDNORM};
+        let mut st = self.state.lock();
+        if st.unplugged {
+            return HUP;
+        }
+        let mut mask = 0;
+        if self.has_data(&mut st) || !st.host_connected {
+            mask |= IN | RDNORM;
+        }
+        if !self.will_write_block(&mut st) {
+            mask |= OUT;
+        }
+        if !st.host_connected {
+            mask |= HUP;
+        }
+        mask
+    }
+
+    /// Opens the port for a file: `EBUSY` if already open.
+    pub(crate) fn open(&self) -> Result {
+        {
+            let mut st = self.state.lock();
+            if st.unplugged {
+                return Err(ENXIO);
+            }
+            if st.vtermno != 0 {
+                // Console ports are used through /dev/hvcN.
+                return Err(ENXIO);
+            }
+            if st.guest_connected {
+                return Err(EBUSY);
+            }
+            st.guest_connected = true;
+            self.reclaim_tx(&mut st);
+        }
+        self.send_control(Event::PortOpen, 1);
+        Ok(())
+    }
+
+    /// The file was closed: tell the host and drop unread input.
+    pub(crate) fn release(&self) {
+        self.send_control(Event::PortOpen, 0);
+        let mut st = self.state.lock();
+        st.guest_connected = false;
+        self.discard_input(&mut st);
+        self.reclaim_tx(&mut st);
+    }
+
+    /// Sends `SIGIO` to the files that asked for it, if the port is open.
+    pub(crate) fn notify_async(&self, st: &PortState) {
+        if st.guest_connected {
+            // The C driver always reports POLL_OUT here; user space may rely on it.
+            self.fasync.kill(band::POLL_OUT);
+        }
+    }
+
+    /// Data arrived (interrupt context). A closed data port drops it, as in the C driver.
+    pub(crate) fn rx_interrupt(&self) {
+        let mut st = self.state.lock();
+        if !st.guest_connected && st.vtermno == 0 {
+            self.discard_input(&mut st);
+        }
+        self.notify_async(&st);
+        drop(st);
+        self.waitq.notify_all();
+    }
+
+    /// The host consumed data (interrupt context).
+    pub(crate) fn tx_interrupt(&self) {
+        self.waitq.notify_all();
+    }
+
+    /// The host end was opened or closed.
+    pub(crate) fn set_host_connected(&self, open: bool) {
+        let mut st = self.state.lock();
+        st.host_connected = open;
+        self.reclaim_tx(&mut st);
+        self.notify_async(&st);
+        drop(st);
+        self.waitq.notify_all();
+    }
+
+    /// Marks the port unplugged, wakes everyone and drops buffered data.
+    pub(crate) fn unplug(&self) {
+        let mut st = self.state.lock();
+        self.notify_async(&st);
+        st.guest_connected = false;
+        st.host_connected = false;
+        st.unplugged = true;
+        self.discard_input(&mut st);
+        self.reclaim_tx(&mut st);
+        drop(st);
+        self.waitq.notify_all();
+    }
+
+    /// Console input for hvc (atomic context).
+    pub(crate) fn console_get(&self, out: &mut [u8]) -> usize {
+        let mut st = self.state.lock();
+        if st.unplugged || !self.has_data(&mut st) {
+            return 0;
+        }
+        let Some((buf, off)) = st.inbuf.take() else {
+            return 0;
+        };
+        let n = out.len().min(buf.len() - off);
+        out[..n].copy_from_slice(&buf.as_slice()[off..off + n]);
+        if off + n < buf.len() {
+            st.inbuf = Some((buf, off + n));
+        } else {
+            self.requeue(buf);
+        }
+        n
+    }
+
+    /// Console output from hvc (atomic context). Never waits for the host: if the ring is
+    /// full, nothing is taken and hvc retries later.
+    pub(crate) fn console_put(&self, data: &[u8]) -> Result<usize> {
+        let mut st = self.state.lock();
+        if st.unplugged {
+            // Drop output for a port that is going away, so hvc does not spin.
+            return Ok(data.len());
+        }
+        self.reclaim_tx(&mut st);
+        let Ok(mut buf) = Buffer::new(data.len(), GFP_ATOMIC) else {
+            return Err(ENOMEM);
+        };
+        buf.as_mut_full().copy_from_slice(data);
+        buf.set_len(data.len());
+        let mut q = self.out_vq.lock();
+        match q.add_outbuf(buf) {
+            Ok(()) => {
+                q.kick();
+                st.stats.bytes_sent += data.len() as u64;
+                Ok(data.len())
+            }
+            Err(e) if e.error == ENOSPC => Ok(0),
+            // A broken or removed queue will never take the data: drop it.
+            Err(_) => Ok(data.len()),
+        }
+    }
+}
+
+impl kernel::hvc::Operations for Port {
+    fn get_chars(&self, buf: &mut [u8]) -> Result<usize> {
+        Ok(self.console_get(buf))
+    }
+
+    fn put_chars(&self, buf: &[u8]) -> Result<usize> {
+        self.console_put(buf)
+    }
+}

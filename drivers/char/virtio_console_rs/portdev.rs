@@ -1,0 +1,497 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One virtio console device: probe, the control protocol, port hotplug and removal.
+
+use crate::{
+    control::{self, Event, HostMessage},
+    debugfs_fmt,
+    file::PortFile,
+    port::{DeviceLink, Port, RX_BUF_SIZE},
+    Globals, NameAttr,
+};
+use kernel::{
+    chrdev::{Cdev, Region},
+    debugfs,
+    device_class::{ClassDevice, Uevent},
+    hvc,
+    ida::{Ida, IdaId},
+    impl_has_work, new_mutex, new_spinlock_irq, new_work,
+    prelude::*,
+    str::CString,
+    sync::{Arc, Mutex, SpinLockIrq},
+    uapi,
+    virtio::{self, Buffer, Virtqueue, VirtqueueInfo},
+    workqueue::{self, Work, WorkItem},
+};
+
+/// `offset_of!(struct virtio_console_config, cols/rows/max_nr_ports)`.
+const CONFIG_COLS: usize = 0;
+const CONFIG_ROWS: usize = 2;
+const CONFIG_MAX_NR_PORTS: usize = 4;
+
+/// What a live port holds: the port and everything that makes it visible.
+///
+/// Dropping it removes the hvc console, frees the vtermno, removes the char device, the class
+/// device (and with it the `name` attribute) and the debugfs file.
+struct PortEntry {
+    port: Arc<Port>,
+    /// The hvc console; declared before `vtermno` so the console goes before its number is
+    /// freed.
+    console: Option<hvc::Registration<Port>>,
+    vtermno: Option<IdaId>,
+    debugfs: Option<Pin<KBox<debugfs::File<Arc<Port>>>>>,
+    classdev: Option<ClassDevice<Port>>,
+    cdev: Option<Cdev<PortFile>>,
+}
+
+/// The driver data of one device.
+///
+/// # Locking
+///
+/// - `ports` is an IRQ-safe spinlock: the queue interrupts look ports up in it (and poll the
+///   hvc console under it). Entries are added and taken out under it, but always dropped
+///   outside it, since dropping one sleeps. It nests outside the ports' `state` locks.
+/// - `control` serialises the control protocol (the work item, probe and remove), process
+///   context only.
+#[pin_data]
+pub(crate) struct PortsDevice {
+    link: Arc<DeviceLink>,
+    globals: Arc<Globals>,
+    multiport: bool,
+    max_nr_ports: u32,
+    index: u32,
+    region: Region,
+    vqs: KVec<Arc<Virtqueue>>,
+    #[pin]
+    ports: SpinLockIrq<KVec<PortEntry>>,
+    #[pin]
+    control: Mutex<bool>,
+    #[pin]
+    control_work: Work<PortsDevice, 0>,
+    #[pin]
+    config_work: Work<PortsDevice, 1>,
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for PortsDevice { self.control_work }
+    impl HasWork<Self, 1> for PortsDevice { self.config_work }
+}
+
+impl WorkItem<0> for PortsDevice {
+    type Pointer = Arc<PortsDevice>;
+
+    fn run(this: Arc<Self>) {
+        this.handle_control();
+    }
+}
+
+impl WorkItem<1> for PortsDevice {
+    type Pointer = Arc<PortsDevice>;
+
+    fn run(this: Arc<Self>) {
+        this.update_size_from_config();
+    }
+}
+
+impl PortsDevice {
+    pub(crate) fn probe(vdev: &virtio::Device, globals: &Arc<Globals>) -> Result<Arc<Self>> {
+        let multiport = vdev.has_feature(uapi::VIRTIO_CONSOLE_F_MULTIPORT);
+        let size = vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE);
+        if (multiport || size) && !vdev.config_accessible() {
+            dev_err!(vdev.as_ref(), "config access disabled\n");
+            return Err(EINVAL);
+        }
+        let mut max_nr_ports = 1;
+        if multiport {
+            max_nr_ports = vdev.config_read_u32(CONFIG_MAX_NR_PORTS);
+            if !control::valid_max_nr_ports(max_nr_ports) {
+                dev_err!(vdev.as_ref(), "Invalidate max_nr_ports {}\n", max_nr_ports);
+                return Err(EINVAL);
+            }
+        }
+        let region = Region::new(c"virtio-portsdev", max_nr_ports)?;
+
+        let n = control::nr_queues(multiport, max_nr_ports);
+        let mut infos = KVec::with_capacity(n, GFP_KERNEL)?;
+        for i in 0..n as u32 {
+            let info = match i {
+                2 => VirtqueueInfo { name: c"control-i", callback: true },
+                3 => VirtqueueInfo { name: c"control-o", callback: false },
+                i if i % 2 == 0 => VirtqueueInfo { name: c"input", callback: true },
+                _ => VirtqueueInfo { name: c"output", callback: true },
+            };
+            infos.push(info, GFP_KERNEL)?;
+        }
+        let vqs = vdev.find_vqs(&infos)?;
+        let link = Arc::pin_init(
+            DeviceLink::new(vdev.get(), if multiport { Some(vqs[3].clone()) } else { None }),
+            GFP_KERNEL,
+        )?;
+        let this = Arc::pin_init(
+            pin_init!(Self {
+                link,
+                globals: globals.clone(),
+                multiport,
+                max_nr_ports,
+                index: vdev.index(),
+                region,
+                vqs,
+                ports <- new_spinlock_irq!(KVec::new()),
+                control <- new_mutex!(false),
+                control_work <- new_work!("virtio_console_rs::control_work"),
+                config_work <- new_work!("virtio_console_rs::config_work"),
+            }),
+            GFP_KERNEL,
+        )?;
+
+        vdev.device_ready();
+        if multiport {
+            if let Err(e) = this.fill_control_rx() {
+                this.link.send_control(control::BAD_ID, Event::DeviceReady, 0);
+                return Err(e);
+            }
+        } else {
+            // Port 0 of a single-port device is a console; like the C driver, the device stays
+            // bound if it cannot be set up.
+            let _ = this.add_port(0);
+        }
+        this.link.send_control(control::BAD_ID, Event::DeviceReady, 1);
+        this.update_size_from_config();
+        Ok(this)
+    }
+
+    fn fill_control_rx(&self) -> Result {
+        let vq = &self.vqs[2];
+        let mut added = 0;
+        loop {
+            let buf = Buffer::new(RX_BUF_SIZE, GFP_KERNEL)?;
+            let mut q = vq.lock();
+            if q.num_free() == 0 {
+                break;
+            }
+            if let Err(e) = q.add_inbuf(buf) {
+                if added == 0 {
+                    return Err(e.error);
+                }
+                break;
+            }
+            added += 1;
+        }
+        vq.lock().kick();
+        Ok(())
+    }
+
+    /// The device is going away (it is already reset).
+    pub(crate) fn remove(&self) {
+        // Stop the control protocol; the work item sees the flag and does nothing more.
+        *self.control.lock() = true;
+        self.control_work.flush();
+        self.config_work.flush();
+        let entries = core::mem::take(&mut *self.ports.lock());
+        for entry in entries {
+            Self::unplug_entry(entry);
+        }
+    }
+
+    /// A virtqueue interrupt (hard IRQ context).
+    pub(crate) fn vq_interrupt(self: &Arc<Self>, index: u32) {
+        match control::queue_port(index) {
+            None => {
+                if index == 2 {
+                    let _ = workqueue::system().enqueue::<Arc<Self>, 0>(self.clone());
+                }
+            }
+            Some((id, rx)) => {
+                let ports = self.ports.lock();
+                let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+                    return;
+                };
+                if !rx {
+                    entry.port.tx_interrupt();
+                    return;
+                }
+                entry.port.rx_interrupt();
+                if let Some(console) = &entry.console {
+                    if console.poll() != 0 {
+                        console.kick();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A config change (hard IRQ context): only single-port devices care, for the size.
+    pub(crate) fn config_changed(self: &Arc<Self>) {
+        if !self.multiport {
+            let _ = workqueue::system().enqueue::<Arc<Self>, 1>(self.clone());
+        }
+    }
+
+    fn update_size_from_config(&self) {
+        let vdev = &self.link.vdev;
+        if self.multiport || !vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE) {
+            return;
+        }
+        let cols = vdev.config_read_u16(CONFIG_COLS);
+        let rows = vdev.config_read_u16(CONFIG_ROWS);
+        let ports = self.ports.lock();
+        if let Some(console) = ports.iter().find(|e| e.port.id == 0).and_then(|e| e.console.as_ref()) {
+            console.resize(rows, cols);
+        }
+    }
+
+    /// Processes every control message the host has sent.
+    fn handle_control(&self) {
+        let removed = self.control.lock();
+        if *removed {
+            return;
+        }
+        let vq = &self.vqs[2];
+        loop {
+            let Some(buf) = vq.lock().get_buf() else {
+                break;
+            };
+            self.handle_message(buf.as_slice());
+            let mut q = vq.lock();
+            match q.add_inbuf(buf) {
+                Ok(()) => {
+                    q.kick();
+                }
+                Err(e) => {
+                    self.link
+                        .warn(fmt!("Error adding buffer to queue: {:?}", e.error));
+                }
+            }
+        }
+        drop(removed);
+    }
+
+    fn has_port(&self, id: u32) -> bool {
+        self.ports.lock().iter().any(|e| e.port.id == id)
+    }
+
+    fn find_port(&self, id: u32) -> Option<Arc<Port>> {
+        self.ports.lock().iter().find(|e| e.port.id == id).map(|e| e.port.clone())
+    }
+
+    fn handle_message(&self, buf: &[u8]) {
+        let vdev = &self.link.vdev;
+        let msg = match control::decode(buf, |v| vdev.virtio16_to_cpu(v), |v| vdev.virtio32_to_cpu(v))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                self.link.warn(fmt!("{e}, ignored"));
+                return;
+            }
+        };
+        match msg {
+            HostMessage::PortAdd { id } => {
+                if self.has_port(id) {
+                    // The host may resend PORT_ADD (for example after a reset of its side).
+                    self.link.send_control(id, Event::PortReady, 1);
+                } else if !control::id_in_range(id, self.max_nr_ports) {
+                    self.link.warn(fmt!(
+                        "Request for port with out-of-bound id {id}, max. id: {}",
+                        self.max_nr_ports - 1
+                    ));
+                } else {
+                    // `add_port` tells the host about failures itself.
+                    let _ = self.add_port(id);
+                }
+            }
+            HostMessage::PortRemove { id } => {
+                let entry = {
+                    let mut ports = self.ports.lock();
+                    let pos = ports.iter().position(|e| e.port.id == id);
+                    pos.map(|i| ports.remove(i))
+                };
+                match entry {
+                    Some(Ok(entry)) => Self::unplug_entry(entry),
+                    _ => self.unknown_port(id),
+                }
+            }
+            HostMessage::ConsolePort { id, console } => {
+                if !self.has_port(id) {
+                    return self.unknown_port(id);
+                }
+                if console {
+                    self.make_console(id);
+                }
+            }
+            HostMessage::Resize { id, cols, rows } => {
+                let ports = self.ports.lock();
+                let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+                    drop(ports);
+                    return self.unknown_port(id);
+                };
+                if let Some(console) = &entry.console {
+                    console.set_interrupt_driven(true);
+                    console.resize(rows, cols);
+                }
+            }
+            HostMessage::PortOpen { id, open } => match self.find_port(id) {
+                Some(port) => port.set_host_connected(open),
+                None => self.unknown_port(id),
+            },
+            HostMessage::PortName { id, name } => self.set_name(id, name),
+            HostMessage::Ignored { .. } => {}
+        }
+    }
+
+    fn unknown_port(&self, id: u32) {
+        dev_dbg!(self.link.vdev.as_ref(), "Invalid index {} in control packet\n", id);
+    }
+
+    /// Creates port `id`: its char device, class device and debugfs file; tells the host
+    /// whether it worked (PORT_READY).
+    fn add_port(&self, id: u32) -> Result {
+        let ret = self.try_add_port(id);
+        if let Err(e) = &ret {
+            dev_err!(self.link.vdev.as_ref(), "Error {:?} adding port {}\n", e, id);
+            self.link.send_control(id, Event::PortReady, 0);
+        }
+        ret
+    }
+
+    fn try_add_port(&self, id: u32) -> Result {
+        let (rx, tx) = control::port_queues(id);
+        let in_vq = self.vqs.get(rx as usize).ok_or(EINVAL)?.clone();
+        let out_vq = self.vqs.get(tx as usize).ok_or(EINVAL)?.clone();
+        let port = Port::new(id, self.link.clone(), in_vq, out_vq)?;
+        let devt = self.region.devt(id).ok_or(EINVAL)?;
+        let mut entry = PortEntry {
+            port: port.clone(),
+            console: None,
+            vtermno: None,
+            debugfs: None,
+            classdev: None,
+            cdev: None,
+        };
+        entry.cdev = Some(Cdev::new(devt, port.clone(), kernel::module::this_module::<crate::VirtioConsoleModule>())?);
+        let name = CString::try_from_fmt(fmt!("vport{}p{}", self.index, id))?;
+        entry.classdev = Some(ClassDevice::new(
+            &self.globals.class,
+            self.link.vdev.as_ref(),
+            devt,
+            port.clone(),
+            &name,
+        )?);
+        port.fill_rx()?;
+        if !self.multiport {
+            self.attach_console(&mut entry)?;
+        }
+        entry.debugfs = KBox::pin_init(
+            self.globals.debugfs.read_callback_file(&name, port.clone(), &debugfs_fmt::show),
+            GFP_KERNEL,
+        )
+        .ok();
+        self.ports.lock().push(entry, GFP_KERNEL)?;
+        port.send_control(Event::PortReady, 1);
+        Ok(())
+    }
+
+    /// Turns a port into an hvc console (CONSOLE_PORT).
+    fn make_console(&self, id: u32) {
+        let mut entry = {
+            let mut ports = self.ports.lock();
+            let Some(pos) = ports.iter().position(|e| e.port.id == id) else {
+                return;
+            };
+            if ports[pos].console.is_some() {
+                return;
+            }
+            match ports.remove(pos) {
+                Ok(e) => e,
+                Err(_) => return,
+            }
+        };
+        if let Err(e) = self.attach_console(&mut entry) {
+            dev_err!(self.link.vdev.as_ref(), "Error {:?} initializing console for port {}\n", e, id);
+        }
+        // Cannot fail: the slot we took the entry from is still allocated.
+        let back = self.ports.lock().push(entry, GFP_ATOMIC);
+        if let Err(e) = back {
+            pr_err!("virtio_console_rs: lost port {} ({:?})\n", id, e);
+        }
+    }
+
+    fn attach_console(&self, entry: &mut PortEntry) -> Result {
+        let port = &entry.port;
+        let vtermno = Ida::alloc_min(&self.globals.vtermnos, 1)?;
+        let resize = self.link.vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE);
+        let reg = hvc::Registration::new(vtermno.id(), port.clone(), RX_BUF_SIZE, resize)?;
+        {
+            let mut st = port.state.lock();
+            st.vtermno = vtermno.id();
+            st.guest_connected = true;
+        }
+        entry.console = Some(reg);
+        entry.vtermno = Some(vtermno);
+        port.send_control(Event::PortOpen, 1);
+        Ok(())
+    }
+
+    fn set_name(&self, id: u32, name: &[u8]) {
+        let Some(port) = self.find_port(id) else {
+            return self.unknown_port(id);
+        };
+        if port.state.lock().name.is_some() {
+            // The host sends the name again after a restore; keep the first.
+            return;
+        }
+        let Ok(cname) = bytes_to_cstring(name) else {
+            return;
+        };
+        port.state.lock().name = Some(cname);
+        self.publish_name(id);
+    }
+
+    fn publish_name(&self, id: u32) {
+        // Only the control work (holding `control`) adds or removes entries, so the entry
+        // found here cannot be dropped meanwhile; we take it out to use it without the
+        // spinlock, then put it back.
+        let entry = {
+            let mut ports = self.ports.lock();
+            let Some(pos) = ports.iter().position(|e| e.port.id == id) else {
+                return;
+            };
+            match ports.remove(pos) {
+                Ok(e) => e,
+                Err(_) => return,
+            }
+        };
+        if let Some(classdev) = &entry.classdev {
+            if let Err(e) = classdev.add_attribute::<NameAttr>() {
+                dev_err!(
+                    self.link.vdev.as_ref(),
+                    "Error {:?} when creating sysfs device attributes\n",
+                    e
+                );
+            } else {
+                let _ = classdev.uevent(Uevent::Change);
+            }
+        }
+        let _ = self.ports.lock().push(entry, GFP_ATOMIC);
+    }
+
+    /// Takes a port out of service; the entry is dropped here, outside any lock.
+    fn unplug_entry(mut entry: PortEntry) {
+        entry.port.unplug();
+        // Console first, then its number, then the device nodes.
+        entry.console = None;
+        entry.vtermno = None;
+        if let Some(classdev) = &entry.classdev {
+            classdev.remove_attribute::<NameAttr>();
+        }
+        drop(entry);
+    }
+}
+
+/// Copies a name (which [`control::decode`] cut at its first NUL) into a C string.
+fn bytes_to_cstring(name: &[u8]) -> Result<CString> {
+    let mut v = KVec::with_capacity(name.len() + 1, GFP_KERNEL)?;
+    v.extend_from_slice(name, GFP_KERNEL)?;
+    v.push(0, GFP_KERNEL)?;
+    let s = CStr::from_bytes_with_nul(&v).map_err(|_| EINVAL)?;
+    Ok(CString::try_from(s)?)
+}

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Virtio console driver in Rust.
+//!
+//! Binds virtio console devices (`virtio-serial-pci` in QEMU), follows the multiport control
+//! protocol, registers console ports as hvc consoles and exposes the other ports as
+//! `/dev/vportNpM`, with the sysfs `name` attribute and
+//! `/sys/kernel/debug/virtio-ports/vportNpM`, as
+//! [`drivers/char/virtio_console.c`](srctree/drivers/char/virtio_console.c) does.
+//!
+//! Differences from the C driver, all invisible to well-behaved hosts:
+//! - every control message is validated (length, id, name) and bad ones are logged,
+//!   rate-limited, and ignored;
+//! - control messages and console output never busy-wait for the host;
+//! - concurrent readers of one file are serialised.
+
+mod control;
+mod debugfs_fmt;
+mod file;
+mod port;
+mod portdev;
+mod ratelimit;
+
+use kernel::{
+    debugfs,
+    device_class::{Attribute, Class},
+    ida::Ida,
+    prelude::*,
+    sync::Arc,
+    virtio::{self, DeviceId},
+};
+use port::Port;
+use portdev::PortsDevice;
+
+module! {
+    type: VirtioConsoleModule,
+    name: "virtio_console_rs",
+    authors: ["The virtio_console_rs authors"],
+    description: "Virtio console driver (Rust)",
+    license: "GPL",
+}
+
+/// State shared by all devices: the class, the vtermno allocator and the debugfs directory.
+pub(crate) struct Globals {
+    pub(crate) class: Class,
+    /// hvc vtermnos, from 1, unique across every device, recycled when a console goes away.
+    pub(crate) vtermnos: Arc<Ida>,
+    pub(crate) debugfs: debugfs::Dir,
+}
+
+/// The sysfs `name` attribute of a port.
+pub(crate) struct NameAttr;
+
+impl Attribute<Port> for NameAttr {
+    const NAME: &'static CStr = c"name";
+
+    fn show(port: &Port, out: &mut [u8]) -> usize {
+        let st = port.state.lock();
+        let name = st.name.as_ref().map_or(&[][..], |n| n.to_bytes());
+        let n = name.len().min(out.len().saturating_sub(1));
+        out[..n].copy_from_slice(&name[..n]);
+        out[n] = b'\n';
+        n + 1
+    }
+}
+
+struct VirtioConsole;
+
+impl virtio::Driver for VirtioConsole {
+    type Context = Globals;
+    type Data = PortsDevice;
+
+    const ID_TABLE: &'static [DeviceId] = &[DeviceId::new(virtio::ID_CONSOLE)];
+    const FEATURES: &'static [u32] = &[
+        kernel::uapi::VIRTIO_CONSOLE_F_SIZE,
+        kernel::uapi::VIRTIO_CONSOLE_F_MULTIPORT,
+    ];
+
+    fn probe(dev: &virtio::Device, globals: &Arc<Globals>) -> Result<Arc<PortsDevice>> {
+        PortsDevice::probe(dev, globals)
+    }
+
+    fn remove(_dev: &virtio::Device, data: Arc<PortsDevice>) {
+        data.remove();
+    }
+
+    fn vq_interrupt(data: &Arc<PortsDevice>, index: u32) {
+        data.vq_interrupt(index);
+    }
+
+    fn config_changed(data: &Arc<PortsDevice>) {
+        data.config_changed();
+    }
+}
+
+#[pin_data]
+struct VirtioConsoleModule {
+    #[pin]
+    driver: virtio::Registration<VirtioConsole>,
+}
+
+impl kernel::InPlaceModule for VirtioConsoleModule {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let globals = (|| -> Result<Arc<Globals>> {
+            Ok(Arc::new(
+                Globals {
+                    class: Class::new(c"virtio-ports")?,
+                    vtermnos: Arc::pin_init(Ida::new(), GFP_KERNEL)?,
+                    debugfs: debugfs::Dir::new(c"virtio-ports"),
+                },
+                GFP_KERNEL,
+            )?)
+        })();
+        try_pin_init!(Self {
+            driver <- virtio::Registration::new(c"virtio_console_rs", globals?, module),
+        })
+    }
+}
