@@ -1,0 +1,50 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# make run    set up if needed, build, boot a demo guest with the Rust driver
+# make test   set up if needed, build, run KUnit and the integration tests (both drivers)
+# make build  set-up, kernel, modules and the test harness only
+# make check  rustfmt, clippy and checkpatch on the project's code
+
+export VCON_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/virtio-console-rs
+export VCON_OUT ?= $(CURDIR)/out
+HARNESS_DIR := tools/testing/vcon-harness
+HARNESS := $(HARNESS_DIR)/target/release/vcon-harness
+export VCON_VCG := $(CURDIR)/$(HARNESS_DIR)/target/x86_64-unknown-linux-gnu/release/vcg
+
+.PHONY: all setup kernel build harness test run check kunit list clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+kernel: setup
+	@bash scripts/build-kernel.sh
+
+harness:
+	@echo "==> [harness] host harness and static guest tool" >&2
+	@cd $(HARNESS_DIR) && cargo build -q --release --bin vcon-harness
+	@cd $(HARNESS_DIR) && RUSTFLAGS="-C target-feature=+crt-static" \
+		cargo build -q --release --target x86_64-unknown-linux-gnu --bin vcg
+
+build: kernel harness
+
+test: build
+	@bash scripts/check.sh
+	@$(HARNESS) test $(TEST_ARGS)
+
+kunit: build
+	@$(HARNESS) kunit
+
+run: build
+	@$(HARNESS) run $(RUN_ARGS)
+
+check: kernel
+	@bash scripts/check.sh
+
+list: harness
+	@$(HARNESS) list
+
+clean:
+	rm -rf out $(HARNESS_DIR)/target
+	find drivers samples -name '*.o' -o -name '*.ko' -o -name '*.mod*' -o -name '.*.cmd' | xargs rm -f

@@ -1,0 +1,310 @@
+//! `vcg`: the guest-side tool of the test harness. Runs inside the busybox initramfs and does
+//! the file operations that need exact errnos, which shell tools hide. Every result is one line
+//! on stdout that the host parses.
+
+use std::ffi::CString;
+use std::io::Write;
+
+fn errno_name(e: i32) -> String {
+    let name = match e {
+        libc_consts::EAGAIN => "EAGAIN",
+        libc_consts::EBUSY => "EBUSY",
+        libc_consts::ENXIO => "ENXIO",
+        libc_consts::ENODEV => "ENODEV",
+        libc_consts::ENOENT => "ENOENT",
+        libc_consts::EINTR => "EINTR",
+        libc_consts::EFAULT => "EFAULT",
+        libc_consts::EINVAL => "EINVAL",
+        libc_consts::EIO => "EIO",
+        libc_consts::EPIPE => "EPIPE",
+        _ => return format!("E{e}"),
+    };
+    name.to_string()
+}
+
+/// The few libc constants we need, for x86_64 Linux.
+mod libc_consts {
+    pub const EINTR: i32 = 4;
+    pub const EIO: i32 = 5;
+    pub const ENXIO: i32 = 6;
+    pub const EAGAIN: i32 = 11;
+    pub const EFAULT: i32 = 14;
+    pub const EBUSY: i32 = 16;
+    pub const ENODEV: i32 = 19;
+    pub const EINVAL: i32 = 22;
+    pub const EPIPE: i32 = 32;
+    pub const ENOENT: i32 = 2;
+    pub const O_RDWR: i32 = 2;
+    pub const O_NONBLOCK: i32 = 0o4000;
+    pub const POLLIN: i16 = 1;
+    pub const POLLOUT: i16 = 4;
+    pub const POLLHUP: i16 = 16;
+}
+
+extern "C" {
+    fn open(path: *const i8, flags: i32, ...) -> i32;
+    fn close(fd: i32) -> i32;
+    fn read(fd: i32, buf: *mut u8, n: usize) -> isize;
+    fn write(fd: i32, buf: *const u8, n: usize) -> isize;
+    fn poll(fds: *mut PollFd, n: u64, timeout: i32) -> i32;
+    fn __errno_location() -> *mut i32;
+}
+
+#[repr(C)]
+struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+
+fn errno() -> i32 {
+    // SAFETY: libc's thread-local errno.
+    unsafe { *__errno_location() }
+}
+
+fn sys_open(path: &str, flags: i32) -> Result<i32, i32> {
+    let c = CString::new(path).map_err(|_| libc_consts::EINVAL)?;
+    // SAFETY: valid C string.
+    let fd = unsafe { open(c.as_ptr(), flags) };
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(fd)
+    }
+}
+
+fn sys_read(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
+    // SAFETY: valid buffer.
+    let n = unsafe { read(fd, buf.as_mut_ptr(), buf.len()) };
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn sys_write(fd: i32, buf: &[u8]) -> Result<usize, i32> {
+    // SAFETY: valid buffer.
+    let n = unsafe { write(fd, buf.as_ptr(), buf.len()) };
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn result_line(tag: &str, r: Result<usize, i32>) {
+    match r {
+        Ok(n) => println!("@@ {tag} ok {n}"),
+        Err(e) => println!("@@ {tag} err {}", errno_name(e)),
+    }
+}
+
+/// A deterministic byte stream shared with the host: xorshift of the seed.
+struct Stream(u64);
+
+impl Stream {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = (self.0 >> 24) as u8;
+        }
+    }
+}
+
+/// FNV-1a, the checksum the host computes too.
+fn fnv(mut h: u64, data: &[u8]) -> u64 {
+    for &b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+const FNV_INIT: u64 = 0xcbf29ce484222325;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let cmd = args.get(1).map(String::as_str).unwrap_or("");
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let tag = args.get(2).cloned().unwrap_or_default();
+    match cmd {
+        // open TAG PATH [nonblock]: try to open, report, close.
+        "open" => {
+            let flags = libc_consts::O_RDWR
+                | if arg(4) == "nonblock" { libc_consts::O_NONBLOCK } else { 0 };
+            let r = sys_open(&arg(3), flags);
+            result_line(&tag, r.map(|fd| {
+                // SAFETY: fd is ours.
+                unsafe { close(fd) };
+                0
+            }));
+        }
+        // open-twice TAG PATH: the second open's result while the first is held.
+        "open-twice" => match sys_open(&arg(3), libc_consts::O_RDWR) {
+            Ok(fd) => {
+                let r = sys_open(&arg(3), libc_consts::O_RDWR).map(|fd2| {
+                    // SAFETY: fd2 is ours.
+                    unsafe { close(fd2) };
+                    0
+                });
+                result_line(&tag, r);
+                // SAFETY: fd is ours.
+                unsafe { close(fd) };
+            }
+            Err(e) => println!("@@ {tag} first-open-failed {}", errno_name(e)),
+        },
+        // read TAG PATH N [nonblock]: one read() of up to N bytes; prints the data as text.
+        "read" => {
+            let flags = libc_consts::O_RDWR
+                | if arg(4) == "nonblock" { libc_consts::O_NONBLOCK } else { 0 };
+            match sys_open(&arg(3), flags) {
+                Ok(fd) => {
+                    println!("@@ {tag}-opened");
+                    let _ = std::io::stdout().flush();
+                    let mut buf = vec![0u8; 65536];
+                    let r = sys_read(fd, &mut buf);
+                    match r {
+                        Ok(n) => println!("@@ {tag} ok {n} {}", String::from_utf8_lossy(&buf[..n])),
+                        Err(e) => println!("@@ {tag} err {}", errno_name(e)),
+                    }
+                    // SAFETY: fd is ours.
+                    unsafe { close(fd) };
+                }
+                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+            }
+        }
+        // write TAG PATH TEXT [nonblock]
+        "write" => {
+            let flags = libc_consts::O_RDWR
+                | if arg(5) == "nonblock" { libc_consts::O_NONBLOCK } else { 0 };
+            match sys_open(&arg(3), flags) {
+                Ok(fd) => {
+                    result_line(&tag, sys_write(fd, arg(4).as_bytes()));
+                    // SAFETY: fd is ours.
+                    unsafe { close(fd) };
+                }
+                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+            }
+        }
+        // poll TAG PATH: the revents of one poll with timeout 0.
+        "poll" => match sys_open(&arg(3), libc_consts::O_RDWR | libc_consts::O_NONBLOCK) {
+            Ok(fd) => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let mut p = PollFd {
+                    fd,
+                    events: libc_consts::POLLIN | libc_consts::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { poll(&mut p, 1, 0) };
+                let mut s = Vec::new();
+                if p.revents & libc_consts::POLLIN != 0 {
+                    s.push("IN");
+                }
+                if p.revents & libc_consts::POLLOUT != 0 {
+                    s.push("OUT");
+                }
+                if p.revents & libc_consts::POLLHUP != 0 {
+                    s.push("HUP");
+                }
+                println!("@@ {tag} mask {}", if s.is_empty() { "0".to_string() } else { s.join("|") });
+                // SAFETY: fd is ours.
+                unsafe { close(fd) };
+            }
+            Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+        },
+        // hold TAG PATH SECS: open, announce, then block in read() and report how it ended
+        // (used to unplug a port under a reader).
+        "hold-read" => match sys_open(&arg(3), libc_consts::O_RDWR) {
+            Ok(fd) => {
+                println!("@@ {tag} opened");
+                let _ = std::io::stdout().flush();
+                let mut buf = [0u8; 16];
+                let r = sys_read(fd, &mut buf);
+                result_line(&format!("{tag}-read"), r);
+                result_line(&format!("{tag}-read-again"), sys_read(fd, &mut buf));
+                result_line(&format!("{tag}-write"), sys_write(fd, b"x"));
+                // SAFETY: fd is ours.
+                unsafe { close(fd) };
+            }
+            Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+        },
+        // send TAG PATH BYTES SEED: write a deterministic stream, print its checksum.
+        "send" => {
+            let total: usize = arg(4).parse().unwrap_or(0);
+            let seed: u64 = arg(5).parse().unwrap_or(1);
+            match sys_open(&arg(3), libc_consts::O_RDWR) {
+                Ok(fd) => {
+                    let mut s = Stream(seed);
+                    let mut h = FNV_INIT;
+                    let mut left = total;
+                    let mut buf = vec![0u8; 32768];
+                    let mut err = None;
+                    'outer: while left > 0 {
+                        let n = left.min(buf.len());
+                        s.fill(&mut buf[..n]);
+                        h = fnv(h, &buf[..n]);
+                        left -= n;
+                        let mut off = 0;
+                        while off < n {
+                            match sys_write(fd, &buf[off..n]) {
+                                Ok(k) => off += k,
+                                Err(e) if e == libc_consts::EINTR => {}
+                                Err(e) => {
+                                    err = Some(e);
+                                    break 'outer;
+                                }
+                            }
+                        }
+                    }
+                    match err {
+                        None => println!("@@ {tag} sent {total} {h:016x}"),
+                        Some(e) => println!("@@ {tag} err {}", errno_name(e)),
+                    }
+                    // SAFETY: fd is ours.
+                    unsafe { close(fd) };
+                }
+                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+            }
+        }
+        // recv TAG PATH BYTES: read that many bytes, print length and checksum.
+        "recv" => {
+            let total: usize = arg(4).parse().unwrap_or(0);
+            match sys_open(&arg(3), libc_consts::O_RDWR) {
+                Ok(fd) => {
+                    println!("@@ {tag} opened");
+                    let _ = std::io::stdout().flush();
+                    let mut h = FNV_INIT;
+                    let mut got = 0usize;
+                    let mut buf = vec![0u8; 65536];
+                    while got < total {
+                        match sys_read(fd, &mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                h = fnv(h, &buf[..n]);
+                                got += n;
+                            }
+                            Err(e) if e == libc_consts::EINTR => {}
+                            Err(e) => {
+                                println!("@@ {tag} err {}", errno_name(e));
+                                break;
+                            }
+                        }
+                    }
+                    println!("@@ {tag} received {got} {h:016x}");
+                    // SAFETY: fd is ours.
+                    unsafe { close(fd) };
+                }
+                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+            }
+        }
+        _ => {
+            eprintln!("usage: vcg open|open-twice|read|write|poll|hold-read|send|recv TAG PATH ...");
+            std::process::exit(2);
+        }
+    }
+    let _ = std::io::stdout().flush();
+}

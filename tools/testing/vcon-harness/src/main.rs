@@ -1,0 +1,457 @@
+//! `vcon-harness`: boots QEMU guests to test `virtio_console_rs` against the C reference.
+//!
+//! ```text
+//! vcon-harness test  [--driver rust|c|both] [--only NAME] [--no-kunit]   run the test suite
+//! vcon-harness kunit                                                     KUnit only
+//! vcon-harness run   [--driver rust|c]                                   the demo guest
+//! vcon-harness list                                                      list scenarios
+//! ```
+//!
+//! Paths come from the environment: `VCON_OUT` (bzImage and modules), `VCON_VCG` (the static
+//! guest tool), `VCON_CACHE` (where the accelerator probe is remembered).
+
+mod initramfs;
+mod ktap;
+mod scenarios;
+mod vm;
+
+use scenarios::{Driver, Scenario};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vm::{Accel, Res, Vm, VmConfig};
+
+struct Env {
+    out: PathBuf,
+    base_initrd: PathBuf,
+    accel: Accel,
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug
+mkdir -p /tmp
+case "$vcon_driver" in
+c) KO=/lib/vcon/virtio_console.ko ;;
+*) KO=/lib/vcon/virtio_console_rs.ko ;;
+esac
+export KO
+load_driver() { insmod $KO; }
+wait_for() {
+    i=0
+    while [ ! -e "$1" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+}
+echo "@@BOOTED"
+if [ -f /scenario.sh ]; then . /scenario.sh; fi
+echo "@@DONE"
+if [ "$vcon_shell" = 1 ]; then setsid cttyhack sh; fi
+reboot -f
+"#;
+
+fn out_dir() -> PathBuf {
+    std::env::var_os("VCON_OUT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("out"))
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(c) = std::env::var_os("VCON_CACHE") {
+        return PathBuf::from(c);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache"))
+        .join("virtio-console-rs")
+}
+
+/// Builds the base initramfs: busybox, the guest tool, init and the modules.
+fn build_base(out: &Path) -> Res<PathBuf> {
+    let mut c = initramfs::Cpio::default();
+    for d in ["bin", "sbin", "dev", "proc", "sys", "tmp", "root", "lib", "lib/vcon"] {
+        c.dir(d);
+    }
+    let busybox = std::fs::read("/bin/busybox")
+        .map_err(|e| format!("/bin/busybox: {e} (apt-get install busybox-static)"))?;
+    c.file("bin/busybox", 0o755, &busybox);
+    c.symlink("bin/sh", "busybox");
+    let vcg_path = std::env::var_os("VCON_VCG").map(PathBuf::from).ok_or("VCON_VCG is not set")?;
+    let vcg = std::fs::read(&vcg_path).map_err(|e| format!("{}: {e}", vcg_path.display()))?;
+    c.file("bin/vcg", 0o755, &vcg);
+    c.file("init", 0o755, INIT.as_bytes());
+    for ko in ["virtio_console_rs.ko", "virtio_console.ko", "rust_virtio_rng.ko"] {
+        let p = out.join(ko);
+        let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        c.file(&format!("lib/vcon/{ko}"), 0o644, &data);
+    }
+    let path = out.join("initramfs-base.cpio");
+    std::fs::write(&path, c.finish()).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+fn scenario_initrd(dir: &Path, name: &str, script: &str) -> Res<PathBuf> {
+    let mut c = initramfs::Cpio::default();
+    let mut body = String::from(scenarios::prelude());
+    body.push_str(script);
+    c.file("scenario.sh", 0o644, body.as_bytes());
+    let p = dir.join(format!("scenario-{name}.cpio"));
+    std::fs::write(&p, c.finish()).map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+/// Decides the accelerator: KVM only if a short probe boot reaches init; remembered in the
+/// cache. `VCON_ACCEL=tcg|kvm` overrides.
+fn pick_accel(out: &Path, base: &Path) -> Accel {
+    match std::env::var("VCON_ACCEL").as_deref() {
+        Ok("tcg") => return Accel::Tcg,
+        Ok("kvm") => return Accel::Kvm,
+        _ => {}
+    }
+    if !Path::new("/dev/kvm").exists() {
+        return Accel::Tcg;
+    }
+    let memo = cache_dir().join("kvm-probe");
+    if let Ok(s) = std::fs::read_to_string(&memo) {
+        return if s.trim() == "kvm" { Accel::Kvm } else { Accel::Tcg };
+    }
+    eprintln!("probing KVM with a short boot (20 s at most)...");
+    let cfg = VmConfig {
+        kernel: out.join("bzImage"),
+        initrds: vec![base.to_path_buf()],
+        cmdline: vec!["kunit.enable=0".into()],
+        qemu_args: vec![],
+        accel: Accel::Kvm,
+        timeout: Duration::from_secs(20),
+        mem: 256,
+    };
+    let ok = Vm::start(&cfg)
+        .and_then(|mut vm| vm.wait_line("@@BOOTED", |l| (l.trim() == "@@BOOTED").then_some(())))
+        .is_ok();
+    let a = if ok { Accel::Kvm } else { Accel::Tcg };
+    let _ = std::fs::create_dir_all(cache_dir());
+    let _ = std::fs::write(&memo, a.name());
+    a
+}
+
+fn setup() -> Res<Env> {
+    let out = out_dir();
+    for f in ["bzImage", "virtio_console_rs.ko", "virtio_console.ko"] {
+        if !out.join(f).exists() {
+            return Err(format!("{} is missing: run 'make build' first", out.join(f).display()));
+        }
+    }
+    let base = build_base(&out)?;
+    let accel = pick_accel(&out, &base);
+    Ok(Env {
+        out,
+        base_initrd: base,
+        accel,
+    })
+}
+
+fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
+    let extra = scenario_initrd(&env.out, s.name, s.guest)?;
+    let cfg = VmConfig {
+        kernel: env.out.join("bzImage"),
+        initrds: vec![env.base_initrd.clone(), extra],
+        cmdline: vec![format!("vcon_driver={}", driver.name()), "kunit.enable=0".into()],
+        qemu_args: s.qemu.clone(),
+        accel: env.accel,
+        timeout: Duration::from_secs(s.timeout),
+        mem: 512,
+    };
+    let mut vm = Vm::start(&cfg)?;
+    let result = (|| {
+        vm.wait_line("@@BOOTED", |l| (l.trim() == "@@BOOTED").then_some(()))?;
+        (s.host)(&mut vm, driver)
+    })();
+    let log = match result {
+        Ok(_) => vm.finish().unwrap_or_default(),
+        Err(_) => {
+            std::thread::sleep(Duration::from_millis(300));
+            vm.log_lines()
+        }
+    };
+    let trouble = vm::kernel_trouble(&log);
+    let saved = env.out.join("logs");
+    let _ = std::fs::create_dir_all(&saved);
+    let _ = std::fs::write(saved.join(format!("{}-{}.log", s.name, driver.name())), log.join("\n"));
+    let out = result?;
+    if !trouble.is_empty() {
+        return Err(format!("kernel reported problems: {trouble:?}"));
+    }
+    Ok(out)
+}
+
+/// Boots with KUnit enabled, loads the driver so its suites run too, and parses KTAP.
+fn run_kunit(env: &Env) -> Res<ktap::Summary> {
+    let extra = scenario_initrd(
+        &env.out,
+        "kunit",
+        "insmod /lib/vcon/virtio_console_rs.ko\nrmmod virtio_console_rs\n",
+    )?;
+    let cfg = VmConfig {
+        kernel: env.out.join("bzImage"),
+        initrds: vec![env.base_initrd.clone(), extra],
+        cmdline: vec![],
+        qemu_args: vec![],
+        accel: env.accel,
+        timeout: Duration::from_secs(300),
+        mem: 512,
+    };
+    let vm = Vm::start(&cfg)?;
+    let log = vm.finish()?;
+    let _ = std::fs::create_dir_all(env.out.join("logs"));
+    let _ = std::fs::write(env.out.join("logs/kunit.log"), log.join("\n"));
+    let summary = ktap::parse(log.iter().map(String::as_str));
+    let trouble = vm::kernel_trouble(&log);
+    if !trouble.is_empty() {
+        return Err(format!("kernel reported problems: {trouble:?}"));
+    }
+    Ok(summary)
+}
+
+struct Tally {
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, r: &Res<()>, secs: f64) {
+        match r {
+            Ok(()) => {
+                self.passed += 1;
+                println!("PASS {name} ({secs:.1}s)");
+            }
+            Err(e) => {
+                self.failed.push(name.to_string());
+                println!("FAIL {name} ({secs:.1}s): {e}");
+            }
+        }
+    }
+}
+
+fn cmd_test(args: &[String]) -> Res<bool> {
+    let mut drivers = vec![Driver::C, Driver::Rust];
+    let mut only: Option<String> = None;
+    let mut kunit = true;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--driver" => {
+                i += 1;
+                drivers = match args.get(i).map(String::as_str) {
+                    Some("rust") => vec![Driver::Rust],
+                    Some("c") => vec![Driver::C],
+                    Some("both") => vec![Driver::C, Driver::Rust],
+                    other => return Err(format!("--driver rust|c|both, not {other:?}")),
+                };
+            }
+            "--only" => {
+                i += 1;
+                only = args.get(i).cloned();
+            }
+            "--no-kunit" => kunit = false,
+            a => return Err(format!("unknown argument {a}")),
+        }
+        i += 1;
+    }
+    let env = setup()?;
+    println!("accelerator: {}", env.accel.name());
+    let mut t = Tally {
+        passed: 0,
+        failed: Vec::new(),
+    };
+    if kunit && only.as_deref().is_none_or(|o| o == "kunit") {
+        let start = Instant::now();
+        let r = run_kunit(&env).and_then(|s| {
+            println!(
+                "kunit: {} cases passed, {} skipped, {} failed; suites: {}",
+                s.passed,
+                s.skipped,
+                s.failed.len(),
+                s.suites.join(", ")
+            );
+            for want in ["virtio_console_rs_control", "virtio_console_rs_debugfs", "virtio_console_rs_ratelimit"] {
+                if !s.suites.iter().any(|x| x == want) {
+                    return Err(format!("suite {want} did not run"));
+                }
+            }
+            if s.passed == 0 {
+                return Err("no KUnit case ran".into());
+            }
+            if s.failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("failed: {:?}", s.failed))
+            }
+        });
+        t.record("kunit", &r, start.elapsed().as_secs_f64());
+    }
+    for s in scenarios::all() {
+        if only.as_deref().is_some_and(|o| o != s.name) {
+            continue;
+        }
+        let mut outputs = Vec::new();
+        for &d in &drivers {
+            if s.rust_only && d != Driver::Rust {
+                continue;
+            }
+            let start = Instant::now();
+            let r = run_scenario(&env, &s, d);
+            let name = format!("{}[{}]", s.name, d.name());
+            t.record(&name, &r.as_ref().map(|_| ()).map_err(Clone::clone), start.elapsed().as_secs_f64());
+            if let Ok(o) = r {
+                outputs.push((d, o));
+            }
+        }
+        if s.differential && outputs.len() == 2 {
+            let r = if outputs[0].1 == outputs[1].1 {
+                Ok(())
+            } else {
+                let diff: Vec<String> = outputs[0]
+                    .1
+                    .iter()
+                    .zip(outputs[1].1.iter())
+                    .filter(|(a, b)| a != b)
+                    .map(|(a, b)| format!("c: {a:?} rust: {b:?}"))
+                    .take(5)
+                    .collect();
+                Err(format!(
+                    "C and Rust differ ({} vs {} lines): {diff:?}",
+                    outputs[0].1.len(),
+                    outputs[1].1.len()
+                ))
+            };
+            t.record(&format!("{}[c==rust]", s.name), &r, 0.0);
+        }
+    }
+    println!("{} passed, {} failed", t.passed, t.failed.len());
+    Ok(t.failed.is_empty())
+}
+
+fn cmd_run(args: &[String]) -> Res<bool> {
+    let driver = if args.iter().any(|a| a == "c") { Driver::C } else { Driver::Rust };
+    let env = setup()?;
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let mut q = Vec::new();
+    for (d, ports) in [(0u32, vec![(1u32, "org.demo.alpha"), (2, "org.demo.beta")]), (1, vec![(1, "org.demo.gamma")])] {
+        q.push("-device".to_string());
+        q.push(format!("virtio-serial-pci,id=vser{d}"));
+        q.push("-chardev".into());
+        q.push(format!("socket,id=con{d},path=@DIR@/con{d}.sock,server=on,wait=off"));
+        q.push("-device".into());
+        q.push(format!("virtconsole,bus=vser{d}.0,chardev=con{d},nr=0"));
+        for (nr, name) in ports {
+            q.push("-chardev".into());
+            q.push(format!("socket,id=p{d}{nr},path=@DIR@/p{d}{nr}.sock,server=on,wait=off"));
+            q.push("-device".into());
+            q.push(format!("virtserialport,bus=vser{d}.0,chardev=p{d}{nr},nr={nr},name={name}"));
+        }
+    }
+    let script = r#"
+echo "== loading $KO"
+load_driver
+wait_for /dev/vport1p1
+until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done
+echo "== /dev nodes:"; ls -l /dev | grep -E 'vport|hvc0'
+echo "== names:"; for f in /sys/class/virtio-ports/*; do echo "$(basename $f): $(cat $f/name 2>/dev/null)"; done
+echo "== guest -> host -> guest on /dev/vport0p1 (the host echoes each line):"
+exec 3<>/dev/vport0p1
+echo "hello host, this is the guest" >&3
+read -r reply <&3; echo "guest read: $reply"
+exec 3<&-
+echo "== console output on /dev/hvc0"; echo "hello from hvc0" > /dev/hvc0
+echo "== debugfs:"; for f in /sys/kernel/debug/virtio-ports/*; do echo "--- $f"; cat $f; done
+"#;
+    let extra = scenario_initrd(&env.out, "demo", script)?;
+    let mut cmdline = vec![format!("vcon_driver={}", driver.name()), "kunit.enable=0".into()];
+    if interactive {
+        cmdline.push("vcon_shell=1".into());
+    }
+    let cfg = VmConfig {
+        kernel: env.out.join("bzImage"),
+        initrds: vec![env.base_initrd.clone(), extra],
+        cmdline,
+        qemu_args: q,
+        accel: env.accel,
+        timeout: Duration::from_secs(if interactive { 86400 } else { 180 }),
+        mem: 512,
+    };
+    println!("booting a {} guest with the {} driver ...", env.accel.name(), driver.name());
+    let mut vm = Vm::start_with(&cfg, interactive)?;
+    // The host end of org.demo.alpha: an echo service, in both modes.
+    let port = vm.connect("p01")?;
+    let chatty = !interactive;
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let mut w = match port.try_clone() {
+            Ok(w) => w,
+            Err(_) => return,
+        };
+        let r = std::io::BufReader::new(port);
+        for line in r.lines() {
+            let Ok(line) = line else { break };
+            if chatty {
+                println!("host | received on org.demo.alpha: {line:?}");
+            }
+            if w.write_all(format!("host echoes: {line}\n").as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let con = vm.connect("con0")?;
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(con).lines() {
+            let Ok(line) = line else { break };
+            if chatty {
+                println!("host | received on the console port: {line:?}");
+            }
+        }
+    });
+    if interactive {
+        println!("(guest shell on this terminal; Ctrl-A X quits QEMU)");
+        vm.wait_exit();
+        return Ok(true);
+    }
+    vm.wait_line("@@DONE", |l| {
+        if !l.starts_with("@@") {
+            println!("guest| {l}");
+        }
+        (l.trim() == "@@DONE").then_some(())
+    })?;
+    std::thread::sleep(Duration::from_millis(300));
+    let log = vm.log_lines();
+    let trouble = vm::kernel_trouble(&log);
+    if !trouble.is_empty() {
+        return Err(format!("kernel reported problems: {trouble:?}"));
+    }
+    println!("demo finished");
+    Ok(true)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("test") => cmd_test(&args[1..]),
+        Some("kunit") => cmd_test(&["--only".into(), "kunit".into()]),
+        Some("run") => cmd_run(&args[1..]),
+        Some("list") => {
+            for s in scenarios::all() {
+                println!("{:32} {}", s.name, s.about);
+            }
+            Ok(true)
+        }
+        _ => Err("usage: vcon-harness test|kunit|run|list".into()),
+    };
+    match r {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! The integration scenarios: each boots a guest with some virtio-serial devices, runs a guest
+//! script and plays the host side, and checks what it sees.
+//!
+//! Every scenario runs against a chosen driver (the Rust module or the C reference); none of
+//! them knows which, so the C driver is the oracle for the expected behaviour.
+
+use crate::vm::{Res, Vm};
+use std::io::{Read, Write};
+
+/// Which driver a run loads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Driver {
+    Rust,
+    C,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Rust => "rust",
+            Driver::C => "c",
+        }
+    }
+}
+
+/// One scenario.
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// QEMU arguments; `@DIR@` is the run directory where socket chardevs live.
+    pub qemu: Vec<String>,
+    /// Shell run by the guest's init (helpers: `load_driver`, `wait_for PATH`, `$KO`).
+    pub guest: &'static str,
+    /// The host side; returns the output to compare between drivers (may be empty).
+    pub host: fn(&mut Vm, Driver) -> Res<Vec<String>>,
+    /// Whether the scenario only makes sense for the Rust side (for example the sample).
+    pub rust_only: bool,
+    /// Whether the outputs of both drivers must be identical.
+    pub differential: bool,
+    /// Time limit in seconds.
+    pub timeout: u64,
+}
+
+fn serial(n: u32) -> Vec<String> {
+    vec!["-device".into(), format!("virtio-serial-pci,id=vser{n}")]
+}
+
+fn sock(id: &str) -> Vec<String> {
+    vec!["-chardev".into(), format!("socket,id={id},path=@DIR@/{id}.sock,server=on,wait=off")]
+}
+
+fn console(bus: u32, nr: u32, id: &str) -> Vec<String> {
+    let mut v = sock(id);
+    v.push("-device".into());
+    v.push(format!("virtconsole,bus=vser{bus}.0,chardev={id},nr={nr},id=dev-{id}"));
+    v
+}
+
+fn port(bus: u32, nr: u32, id: &str, name: Option<&str>) -> Vec<String> {
+    let mut v = sock(id);
+    v.push("-device".into());
+    let name = name.map(|n| format!(",name={n}")).unwrap_or_default();
+    v.push(format!("virtserialport,bus=vser{bus}.0,chardev={id},nr={nr},id=dev-{id}{name}"));
+    v
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Res<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn expect_eq(got: &str, want: &str, what: &str) -> Res<()> {
+    check(got == want, || format!("{what}: got {got:?}, want {want:?}"))
+}
+
+fn read_exact(s: &mut impl Read, n: usize) -> Res<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).map_err(|e| format!("reading {n} bytes from the port: {e}"))?;
+    Ok(buf)
+}
+
+/// The deterministic stream and checksum `vcg` uses.
+pub struct Stream(pub u64);
+
+impl Stream {
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = (self.0 >> 24) as u8;
+        }
+    }
+}
+
+pub fn fnv(mut h: u64, data: &[u8]) -> u64 {
+    for &b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+pub const FNV_INIT: u64 = 0xcbf29ce484222325;
+
+/// The guest line that lists a port's debugfs file, as `key: value` pairs.
+fn debugfs_value(lines: &[String], file: &str, key: &str) -> Option<String> {
+    let mut in_file = false;
+    for l in lines {
+        if let Some(f) = l.strip_prefix("== ") {
+            in_file = f == file;
+        } else if in_file {
+            if let Some(v) = l.strip_prefix(&format!("{key}: ")) {
+                return Some(v.to_string());
+            }
+            if l == &format!("{key}:") {
+                return Some(String::new());
+            }
+        }
+    }
+    None
+}
+
+const DUMP: &str = r#"
+dump() {
+    echo "@@BEGIN $1"
+    ls /dev | grep -E '^vport' | sort
+    for f in $(ls /sys/class/virtio-ports | sort); do
+        echo "sysfs $f name=$(cat /sys/class/virtio-ports/$f/name 2>/dev/null || echo -)"
+    done
+    for f in $(ls /sys/kernel/debug/virtio-ports | sort); do
+        echo "== $f"
+        cat /sys/kernel/debug/virtio-ports/$f
+    done
+    echo "majors $(grep -c virtio-portsdev /proc/devices)"
+    echo "@@END $1"
+}
+"#;
+
+pub fn all() -> Vec<Scenario> {
+    let mut v = Vec::new();
+
+    // Two devices, consoles and named/unnamed ports: nodes, names, debugfs, vtermnos.
+    let mut q = serial(0);
+    q.extend(console(0, 0, "con0"));
+    q.extend(port(0, 1, "p01", Some("org.test.alpha")));
+    q.extend(port(0, 2, "p02", None));
+    q.extend(serial(1));
+    q.extend(port(1, 1, "p11", Some("org.test.beta")));
+    q.extend(console(1, 2, "con1"));
+    v.push(Scenario {
+        name: "probe_nodes",
+        about: "two devices: /dev nodes, sysfs names, debugfs text and vtermnos",
+        qemu: q.clone(),
+        guest: concat!(
+            "load_driver\nwait_for /dev/vport1p2\nwait_for /sys/kernel/debug/virtio-ports/vport1p1\n",
+            "sleep 1\n",
+            "dump nodes\n"
+        ),
+        host: |vm, _| {
+            let lines = vm.block("nodes")?;
+            let has = |s: &str| lines.iter().any(|l| l == s);
+            for n in ["vport0p0", "vport0p1", "vport0p2", "vport1p1", "vport1p2"] {
+                check(has(n), || format!("/dev/{n} missing: {lines:?}"))?;
+            }
+            check(has("sysfs vport0p1 name=org.test.alpha"), || format!("name of vport0p1: {lines:?}"))?;
+            check(has("sysfs vport1p1 name=org.test.beta"), || format!("name of vport1p1: {lines:?}"))?;
+            check(has("sysfs vport0p2 name=-"), || format!("vport0p2 must have no name file: {lines:?}"))?;
+            check(has("majors 2"), || format!("one major per device: {lines:?}"))?;
+            let v0 = debugfs_value(&lines, "vport0p0", "console_vtermno").unwrap_or_default();
+            let v1 = debugfs_value(&lines, "vport1p2", "console_vtermno").unwrap_or_default();
+            let mut vt = [v0.clone(), v1.clone()];
+            vt.sort();
+            check(vt == ["1".to_string(), "2".to_string()], || format!("vtermnos {v0} {v1}"))?;
+            expect_eq(
+                &debugfs_value(&lines, "vport0p1", "is_console").unwrap_or_default(),
+                "no",
+                "vport0p1 is_console",
+            )?;
+            // The nine lines, in order, for a data port.
+            let start = lines.iter().position(|l| l == "== vport0p1").ok_or("no vport0p1 debugfs")?;
+            let keys: Vec<&str> = lines[start + 1..start + 10]
+                .iter()
+                .map(|l| l.split(':').next().unwrap_or(""))
+                .collect();
+            check(
+                keys == [
+                    "name", "guest_connected", "host_connected", "outvq_full", "bytes_sent",
+                    "bytes_received", "bytes_discarded", "is_console", "console_vtermno",
+                ],
+                || format!("debugfs keys {keys:?}"),
+            )?;
+            // vtermnos depend on the order the two devices' consoles came up: normalise.
+            Ok(lines
+                .into_iter()
+                .map(|l| if l.starts_with("console_vtermno: ") && l != "console_vtermno: 0" {
+                    "console_vtermno: N".into()
+                } else {
+                    l
+                })
+                .collect())
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 120,
+    });
+
+    // Data both ways, counters.
+    let mut q = serial(0);
+    q.extend(port(0, 1, "p01", Some("org.test.data")));
+    v.push(Scenario {
+        name: "data_both_ways",
+        about: "guest->host and host->guest through a port; debugfs counters",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/vport0p1\n",
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
+            "vcg write w1 /dev/vport0p1 hello-from-guest\n",
+            "vcg read r1 /dev/vport0p1 100\n",
+            "dump after\n"
+        ),
+        host: |vm, _| {
+            let mut s = vm.connect("p01")?;
+            let w = vm.result("w1")?;
+            expect_eq(&w, "ok 16", "guest write")?;
+            let got = read_exact(&mut s, 16)?;
+            expect_eq(&String::from_utf8_lossy(&got), "hello-from-guest", "host received")?;
+            vm.result("r1-opened")?;
+            s.write_all(b"hello-from-host").map_err(|e| e.to_string())?;
+            expect_eq(&vm.result("r1")?, "ok 15 hello-from-host", "guest read")?;
+            let lines = vm.block("after")?;
+            expect_eq(&debugfs_value(&lines, "vport0p1", "bytes_sent").unwrap_or_default(), "16", "bytes_sent")?;
+            expect_eq(&debugfs_value(&lines, "vport0p1", "bytes_received").unwrap_or_default(), "15", "bytes_received")?;
+            expect_eq(&debugfs_value(&lines, "vport0p1", "name").unwrap_or_default(), "org.test.data", "name")?;
+            Ok(lines)
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 120,
+    });
+
+    // Errnos and poll masks.
+    let mut q = serial(0);
+    q.extend(console(0, 0, "con0"));
+    q.extend(port(0, 1, "p01", None));
+    q.extend(port(0, 2, "p02", None));
+    v.push(Scenario {
+        name: "file_semantics",
+        about: "ENXIO on consoles, EBUSY on second open, EAGAIN, EOF, poll masks, discard on close",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/vport0p2\n",
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
+            "vcg open e1 /dev/vport0p0\n",
+            "vcg open-twice e2 /dev/vport0p1\n",
+            "vcg read e3 /dev/vport0p1 10 nonblock\n",
+            "vcg read e4 /dev/vport0p2 10 nonblock\n",
+            "vcg write e5 /dev/vport0p2 x nonblock\n",
+            "vcg poll e6 /dev/vport0p1\n",
+            "vcg poll e7 /dev/vport0p2\n",
+            "vcg write e8 /dev/vport0p1 ''\n",
+            "echo '@@ host-send'\n",
+            "until grep -q 'bytes_received: 5' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
+            "dump closed\n"
+        ),
+        host: |vm, _| {
+            let mut s = vm.connect("p01")?;
+            let mut out = Vec::new();
+            for (tag, want) in [
+                ("e1", "err ENXIO"),
+                ("e2", "err EBUSY"),
+                ("e3", "err EAGAIN"),
+                ("e4", "ok 0 "),
+                ("e5", "err EAGAIN"),
+                ("e6", "mask OUT"),
+                ("e7", "mask IN|HUP"),
+                ("e8", "ok 0"),
+            ] {
+                let got = vm.result(tag)?;
+                expect_eq(got.trim_end(), want.trim_end(), tag)?;
+                out.push(format!("{tag} {got}"));
+            }
+            vm.result("host-send")?;
+            // Data for a port nobody has open is dropped and counted.
+            s.write_all(b"12345").map_err(|e| e.to_string())?;
+            let lines = vm.block("closed")?;
+            expect_eq(
+                &debugfs_value(&lines, "vport0p1", "bytes_discarded").unwrap_or_default(),
+                "5",
+                "bytes_discarded",
+            )?;
+            out.extend(lines);
+            Ok(out)
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 120,
+    });
+
+    // Hotplug and unplug under a blocked reader.
+    let mut q = serial(0);
+    q.extend(port(0, 1, "p01", Some("org.test.base")));
+    v.push(Scenario {
+        name: "hotplug_unplug",
+        about: "QMP device_add/device_del of a port, with a reader blocked on it",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/vport0p1\necho '@@ loaded'\n",
+            "wait_for /dev/vport0p3\n",
+            "wait_for /sys/class/virtio-ports/vport0p3/name\n",
+            "echo \"@@ plugged $(cat /sys/class/virtio-ports/vport0p3/name)\"\n",
+            "vcg hold-read h1 /dev/vport0p3 &\n",
+            "wait\n",
+            "i=0; while [ -e /dev/vport0p3 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n",
+            "echo \"@@ gone $(ls /dev | grep -c vport0p3)\"\n",
+            "wait_for /dev/vport0p3\n",
+            "echo '@@ replugged'\n",
+            "dump final\n"
+        ),
+        host: |vm, _| {
+            vm.result("loaded")?;
+            vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"hot3","backend":{"type":"null","data":{}}}}"#)?;
+            vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":3,"chardev":"hot3","id":"dev-hot3","name":"org.test.hot"}}"#)?;
+            expect_eq(&vm.result("plugged")?, "org.test.hot", "hotplugged name")?;
+            vm.result("h1")?;
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            vm.qmp(r#"{"execute":"device_del","arguments":{"id":"dev-hot3"}}"#)?;
+            let mut out = Vec::new();
+            for (tag, want) in [
+                ("h1-read", "err ENODEV"),
+                ("h1-read-again", "err ENODEV"),
+                ("h1-write", "err ENODEV"),
+                ("gone", "0"),
+            ] {
+                let got = vm.result(tag)?;
+                expect_eq(&got, want, tag)?;
+                out.push(format!("{tag} {got}"));
+            }
+            // Wait until QEMU has forgotten the old port before re-adding the id.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":3,"chardev":"hot3","id":"dev-hot3b","name":"org.test.hot2"}}"#)?;
+            vm.result("replugged")?;
+            let lines = vm.block("final")?;
+            check(lines.iter().any(|l| l == "sysfs vport0p3 name=org.test.hot2"), || {
+                format!("re-plugged port name: {lines:?}")
+            })?;
+            out.extend(lines);
+            Ok(out)
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 150,
+    });
+
+    // The 2022 duplicate-vtermno report.
+    let mut q = Vec::new();
+    for d in 0..4u32 {
+        q.extend(serial(d));
+        q.extend(console(d, 0, &format!("c{d}")));
+        q.extend(port(d, 1, &format!("n{d}"), Some(&format!("org.test.dev{d}"))));
+    }
+    v.push(Scenario {
+        name: "vtermno_unique_and_recycled",
+        about: "four devices with consoles: distinct vtermnos; an unplugged console's id is reused",
+        qemu: q,
+        guest: concat!(
+            "load_driver\n",
+            "for d in 0 1 2 3; do wait_for /sys/kernel/debug/virtio-ports/vport${d}p1; done\n",
+            "sleep 1\n",
+            "for d in 0 1 2 3; do echo \"@@ vt$d $(grep console_vtermno /sys/kernel/debug/virtio-ports/vport${d}p0 | cut -d' ' -f2)\"; done\n",
+            "i=0; while [ -e /sys/kernel/debug/virtio-ports/vport1p0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n",
+            "echo '@@ unplugged'\n",
+            "wait_for /sys/kernel/debug/virtio-ports/vport2p2\n",
+            "sleep 0.5\n",
+            "echo \"@@ new $(grep console_vtermno /sys/kernel/debug/virtio-ports/vport2p2 | cut -d' ' -f2)\"\n"
+        ),
+        host: |vm, _| {
+            let mut vts = Vec::new();
+            for d in 0..4 {
+                vts.push(vm.result(&format!("vt{d}"))?);
+            }
+            let mut sorted = vts.clone();
+            sorted.sort();
+            check(sorted == ["1", "2", "3", "4"], || format!("vtermnos must be 1..4, distinct: {vts:?}"))?;
+            vm.qmp(r#"{"execute":"device_del","arguments":{"id":"dev-c1"}}"#)?;
+            vm.result("unplugged")?;
+            vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"cnew","backend":{"type":"null","data":{}}}}"#)?;
+            vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtconsole","bus":"vser2.0","nr":2,"chardev":"cnew","id":"dev-cnew"}}"#)?;
+            let new = vm.result("new")?;
+            expect_eq(&new, &vts[1], "the new console reuses the freed vtermno")?;
+            Ok(vec![format!("reused {}", new == vts[1])])
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 150,
+    });
+
+    // Console I/O through hvc.
+    let mut q = serial(0);
+    q.extend(console(0, 0, "con0"));
+    v.push(Scenario {
+        name: "hvc_console_io",
+        about: "output and input through /dev/hvc0",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/hvc0\n",
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p0; do sleep 0.1; done\n",
+            "stty -F /dev/hvc0 -echo raw 2>/dev/null\n",
+            "echo hello-hvc > /dev/hvc0\n",
+            "(head -c 9 /dev/hvc0 > /tmp/in) &\n",
+            "sleep 1\necho '@@ listening'\n",
+            "wait\necho \"@@ hvcin $(cat /tmp/in)\"\n"
+        ),
+        host: |vm, _| {
+            let mut s = vm.connect("con0")?;
+            let got = read_exact(&mut s, 10)?;
+            expect_eq(&String::from_utf8_lossy(&got), "hello-hvc\n", "console output")?;
+            vm.result("listening")?;
+            s.write_all(b"from-host").map_err(|e| e.to_string())?;
+            let got = vm.result("hvcin")?;
+            expect_eq(&got, "from-host", "console input")?;
+            Ok(vec![got])
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 120,
+    });
+
+    // Bulk integrity.
+    let mut q = serial(0);
+    q.extend(port(0, 1, "p01", Some("org.test.bulk")));
+    v.push(Scenario {
+        name: "bulk_64mib_each_way",
+        about: "64 MiB guest->host and host->guest with checksums",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/vport0p1\n",
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
+            "vcg send s1 /dev/vport0p1 67108864 7\n",
+            "vcg recv r1 /dev/vport0p1 67108864\n"
+        ),
+        host: |vm, _| {
+            const N: usize = 64 << 20;
+            let mut s = vm.connect("p01")?;
+            let mut rs = s.try_clone().map_err(|e| e.to_string())?;
+            let reader = std::thread::spawn(move || -> Res<(usize, u64)> {
+                let mut h = FNV_INIT;
+                let mut got = 0;
+                let mut buf = vec![0u8; 1 << 16];
+                while got < N {
+                    let n = rs.read(&mut buf).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    h = fnv(h, &buf[..n]);
+                    got += n;
+                }
+                Ok((got, h))
+            });
+            let (got, h) = reader.join().map_err(|_| "reader panicked")??;
+            let mut want = FNV_INIT;
+            let mut st = Stream(7);
+            let mut buf = vec![0u8; 32768];
+            let mut left = N;
+            while left > 0 {
+                let n = left.min(buf.len());
+                st.fill(&mut buf[..n]);
+                want = fnv(want, &buf[..n]);
+                left -= n;
+            }
+            expect_eq(&vm.result("s1")?, &format!("sent {N} {want:016x}"), "guest send")?;
+            expect_eq(&format!("{got} {h:016x}"), &format!("{N} {want:016x}"), "host received")?;
+            vm.result("r1")?;
+            let mut st = Stream(9);
+            let mut h2 = FNV_INIT;
+            let mut left = N;
+            while left > 0 {
+                let n = left.min(buf.len());
+                st.fill(&mut buf[..n]);
+                h2 = fnv(h2, &buf[..n]);
+                s.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+                left -= n;
+            }
+            expect_eq(&vm.result("r1")?, &format!("received {N} {h2:016x}"), "guest received")?;
+            Ok(vec![])
+        },
+        rust_only: false,
+        differential: false,
+        timeout: 600,
+    });
+
+    // Module unload with an open file, and reload.
+    let mut q = serial(0);
+    q.extend(port(0, 1, "p01", Some("org.test.unload")));
+    q.extend(console(0, 0, "con0"));
+    v.push(Scenario {
+        name: "module_unload_reload",
+        about: "rmmod refused while a port is open, then unload and reload with ports present",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/vport0p1\nwait_for /sys/class/virtio-ports/vport0p1/name\n",
+            "MOD=$(basename $KO .ko)\n",
+            "exec 3</dev/vport0p1\n",
+            "rmmod $MOD 2>/dev/null; echo \"@@ rmmod-open $?\"\n",
+            "exec 3<&-\n",
+            "rmmod $MOD; echo \"@@ rmmod $?\"\n",
+            "echo \"@@ nodes-after $(ls /dev | grep -c vport)\"\n",
+            "load_driver\nwait_for /dev/vport0p1\nwait_for /sys/class/virtio-ports/vport0p1/name\n",
+            "echo \"@@ reloaded $(cat /sys/class/virtio-ports/vport0p1/name)\"\n",
+            "rmmod $MOD; echo \"@@ rmmod2 $?\"\n"
+        ),
+        host: |vm, _| {
+            let mut out = Vec::new();
+            for (tag, want) in [
+                ("rmmod-open", "1"),
+                ("rmmod", "0"),
+                ("nodes-after", "0"),
+                ("reloaded", "org.test.unload"),
+                ("rmmod2", "0"),
+            ] {
+                let got = vm.result(tag)?;
+                expect_eq(&got, want, tag)?;
+                out.push(format!("{tag} {got}"));
+            }
+            Ok(out)
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 120,
+    });
+
+    // The abstraction sample on another virtio device.
+    v.push(Scenario {
+        name: "sample_virtio_rng",
+        about: "samples/rust/rust_virtio_rng binds virtio-rng-pci and reads entropy",
+        qemu: vec!["-device".into(), "virtio-rng-pci".into()],
+        guest: concat!(
+            "insmod /lib/vcon/rust_virtio_rng.ko\n",
+            "F=$(ls -d /sys/kernel/debug/rust_virtio_rng/virtio* | head -n1)\n",
+            "cat $F >/dev/null; sleep 0.5\n",
+            "echo \"@@ a $(cat $F | tr '\\n' ' ')\"\nsleep 0.5\n",
+            "echo \"@@ b $(cat $F | tr '\\n' ' ')\"\n",
+            "rmmod rust_virtio_rng; echo \"@@ rmmod $?\"\n"
+        ),
+        host: |vm, _| {
+            let a = vm.result("a")?;
+            let b = vm.result("b")?;
+            let bytes = |s: &str| -> u64 {
+                s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+            };
+            check(bytes(&a) >= 32, || format!("no entropy read: {a}"))?;
+            check(bytes(&b) > bytes(&a), || format!("no fresh entropy: {a} / {b}"))?;
+            check(a.split("last: ").nth(1) != b.split("last: ").nth(1), || format!("same block twice: {a} / {b}"))?;
+            expect_eq(&vm.result("rmmod")?, "0", "rmmod")?;
+            Ok(vec![])
+        },
+        rust_only: true,
+        differential: false,
+        timeout: 90,
+    });
+
+    v
+}
+
+/// The shell code every scenario script starts with.
+pub fn prelude() -> &'static str {
+    DUMP
+}
