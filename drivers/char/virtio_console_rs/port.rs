@@ -461,11 +461,14 @@ impl Port {
         }
     }
 
-    /// Data arrived (interrupt context). A closed data port drops it, as in the C driver.
+    /// Data arrived (interrupt context). A closed data port drops it, as in the C driver;
+    /// otherwise the next buffer becomes current, so the counters match the C driver's.
     pub(crate) fn rx_interrupt(&self) {
         let mut st = self.state.lock();
         if !st.guest_connected && st.vtermno == 0 {
             self.discard_input(&mut st);
+        } else if st.vtermno == 0 {
+            self.has_data(&mut st);
         }
         self.notify_async(&st);
         drop(st);

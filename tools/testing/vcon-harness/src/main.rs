@@ -194,7 +194,8 @@ fn run_kunit(env: &Env) -> Res<ktap::Summary> {
     let cfg = VmConfig {
         kernel: env.out.join("bzImage"),
         initrds: vec![env.base_initrd.clone(), extra],
-        cmdline: vec![],
+        // KTAP is printed at KERN_INFO.
+        cmdline: vec!["loglevel=7".into()],
         qemu_args: vec![],
         accel: env.accel,
         timeout: Duration::from_secs(300),

@@ -262,8 +262,10 @@ pub fn all() -> Vec<Scenario> {
             "vcg poll e6 /dev/vport0p1\n",
             "vcg poll e7 /dev/vport0p2\n",
             "vcg write e8 /dev/vport0p1 ''\n",
+            "exec 3</dev/vport0p1\n",
             "echo '@@ host-send'\n",
             "until grep -q 'bytes_received: 5' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
+            "exec 3<&-\n",
             "dump closed\n"
         ),
         host: |vm, _| {
@@ -284,7 +286,7 @@ pub fn all() -> Vec<Scenario> {
                 out.push(format!("{tag} {got}"));
             }
             vm.result("host-send")?;
-            // Data for a port nobody has open is dropped and counted.
+            // Data nobody read before the port was closed is dropped and counted.
             s.write_all(b"12345").map_err(|e| e.to_string())?;
             let lines = vm.block("closed")?;
             expect_eq(

@@ -159,12 +159,13 @@ fn main() {
         // read TAG PATH N [nonblock]: one read() of up to N bytes; prints the data as text.
         "read" => {
             let flags = libc_consts::O_RDWR
-                | if arg(4) == "nonblock" { libc_consts::O_NONBLOCK } else { 0 };
+                | if arg(5) == "nonblock" { libc_consts::O_NONBLOCK } else { 0 };
             match sys_open(&arg(3), flags) {
                 Ok(fd) => {
                     println!("@@ {tag}-opened");
                     let _ = std::io::stdout().flush();
-                    let mut buf = vec![0u8; 65536];
+                    let want: usize = arg(4).parse().unwrap_or(65536);
+                    let mut buf = vec![0u8; want.max(1)];
                     let r = sys_read(fd, &mut buf);
                     match r {
                         Ok(n) => println!("@@ {tag} ok {n} {}", String::from_utf8_lossy(&buf[..n])),
