@@ -313,6 +313,7 @@ pub fn all() -> Vec<Scenario> {
             "load_driver\nwait_for /dev/vport0p1\necho '@@ loaded'\n",
             "wait_for /dev/vport0p3\n",
             "wait_for /sys/class/virtio-ports/vport0p3/name\n",
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p3; do sleep 0.1; done\n",
             "echo \"@@ plugged $(cat /sys/class/virtio-ports/vport0p3/name)\"\n",
             "vcg hold-read h1 /dev/vport0p3 &\n",
             "wait\n",
@@ -324,8 +325,14 @@ pub fn all() -> Vec<Scenario> {
         ),
         host: |vm, _| {
             vm.result("loaded")?;
-            vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"hot3","backend":{"type":"null","data":{}}}}"#)?;
+            let path = vm.dir.join("hot3.sock");
+            vm.qmp(&format!(
+                r#"{{"execute":"chardev-add","arguments":{{"id":"hot3","backend":{{"type":"socket","data":{{"addr":{{"type":"unix","data":{{"path":"{}"}}}},"server":true,"wait":false}}}}}}}}"#,
+                path.display()
+            ))?;
             vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":3,"chardev":"hot3","id":"dev-hot3","name":"org.test.hot"}}"#)?;
+            // Connect the host end, so a read blocks instead of seeing end-of-file.
+            let _host = vm.connect("hot3")?;
             expect_eq(&vm.result("plugged")?, "org.test.hot", "hotplugged name")?;
             vm.result("h1")?;
             std::thread::sleep(std::time::Duration::from_millis(300));
@@ -410,7 +417,6 @@ pub fn all() -> Vec<Scenario> {
         guest: concat!(
             "load_driver\nwait_for /dev/hvc0\n",
             "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p0; do sleep 0.1; done\n",
-            "stty -F /dev/hvc0 -echo raw 2>/dev/null\n",
             "echo hello-hvc > /dev/hvc0\n",
             "(head -c 9 /dev/hvc0 > /tmp/in) &\n",
             "sleep 1\necho '@@ listening'\n",
@@ -418,10 +424,11 @@ pub fn all() -> Vec<Scenario> {
         ),
         host: |vm, _| {
             let mut s = vm.connect("con0")?;
-            let got = read_exact(&mut s, 10)?;
-            expect_eq(&String::from_utf8_lossy(&got), "hello-hvc\n", "console output")?;
+            // The tty layer turns "\n" into "\r\n" (ONLCR).
+            let got = read_exact(&mut s, 11)?;
+            expect_eq(&String::from_utf8_lossy(&got), "hello-hvc\r\n", "console output")?;
             vm.result("listening")?;
-            s.write_all(b"from-host").map_err(|e| e.to_string())?;
+            s.write_all(b"from-host\n").map_err(|e| e.to_string())?;
             let got = vm.result("hvcin")?;
             expect_eq(&got, "from-host", "console input")?;
             Ok(vec![got])
