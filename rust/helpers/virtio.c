@@ -29,7 +29,7 @@ __rust_helper void rust_helper_virtio_del_vqs(struct virtio_device *vdev)
 
 __rust_helper bool rust_helper_virtio_config_accessible(struct virtio_device *vdev)
 {
-	return vdev->config->get != NULL;
+	return !!vdev->config->get;
 }
 
 __rust_helper u8 rust_helper_virtio_cread8(struct virtio_device *vdev,

@@ -87,7 +87,9 @@ impl Region {
     pub fn new(name: &'static CStr, count: u32) -> Result<Self> {
         let mut dev: bindings::dev_t = 0;
         // SAFETY: `dev` is writable and `name` is static.
-        to_result(unsafe { bindings::alloc_chrdev_region(&mut dev, 0, count, name.as_char_ptr()) })?;
+        to_result(unsafe {
+            bindings::alloc_chrdev_region(&mut dev, 0, count, name.as_char_ptr())
+        })?;
         Ok(Self {
             base: DevT(dev),
             count,
@@ -272,7 +274,11 @@ impl<T: FileOperations> FopsVTable<T> {
     const VTABLE: bindings::file_operations = bindings::file_operations {
         open: Some(Self::open),
         release: Some(Self::release),
-        read_iter: if T::HAS_READ { Some(Self::read_iter) } else { None },
+        read_iter: if T::HAS_READ {
+            Some(Self::read_iter)
+        } else {
+            None
+        },
         write_iter: if T::HAS_WRITE {
             Some(Self::write_iter)
         } else {
@@ -284,7 +290,11 @@ impl<T: FileOperations> FopsVTable<T> {
             None
         },
         poll: if T::HAS_POLL { Some(Self::poll) } else { None },
-        fasync: if T::HAS_FASYNC { Some(Self::fasync) } else { None },
+        fasync: if T::HAS_FASYNC {
+            Some(Self::fasync)
+        } else {
+            None
+        },
         owner: crate::module::this_module::<T::OwnerModule>().as_ptr(),
         ..pin_init::zeroed()
     };
@@ -350,10 +360,7 @@ impl<T: FileOperations> FopsVTable<T> {
         (this, unsafe { File::from_raw_file(file) })
     }
 
-    unsafe extern "C" fn read_iter(
-        kiocb: *mut bindings::kiocb,
-        iter: *mut bindings::iov_iter,
-    ) -> isize {
+    extern "C" fn read_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings::iov_iter) -> isize {
         // SAFETY: A valid kiocb of one of our files.
         let (this, file) = unsafe { Self::borrow((*kiocb).ki_filp) };
         // SAFETY: A valid destination iterator.
@@ -364,10 +371,7 @@ impl<T: FileOperations> FopsVTable<T> {
         }
     }
 
-    unsafe extern "C" fn write_iter(
-        kiocb: *mut bindings::kiocb,
-        iter: *mut bindings::iov_iter,
-    ) -> isize {
+    extern "C" fn write_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings::iov_iter) -> isize {
         // SAFETY: A valid kiocb of one of our files.
         let (this, file) = unsafe { Self::borrow((*kiocb).ki_filp) };
         // SAFETY: A valid source iterator.
@@ -378,7 +382,7 @@ impl<T: FileOperations> FopsVTable<T> {
         }
     }
 
-    unsafe extern "C" fn poll(
+    extern "C" fn poll(
         raw: *mut bindings::file,
         table: *mut bindings::poll_table_struct,
     ) -> bindings::__poll_t {
@@ -389,7 +393,7 @@ impl<T: FileOperations> FopsVTable<T> {
         T::poll(this, file, &table)
     }
 
-    unsafe extern "C" fn fasync(fd: c_int, raw: *mut bindings::file, on: c_int) -> c_int {
+    extern "C" fn fasync(fd: c_int, raw: *mut bindings::file, on: c_int) -> c_int {
         // SAFETY: One of our files.
         let (this, file) = unsafe { Self::borrow(raw) };
         match T::fasync(this, fd, file, on != 0) {
@@ -431,7 +435,8 @@ impl FasyncQueue {
     /// Adds or removes `file` (`fasync_helper`); for [`FileOperations::fasync`].
     pub fn helper(&self, fd: i32, file: &File, on: bool) -> Result<i32> {
         // SAFETY: `file` is valid; `head` is only used through the fasync functions.
-        let ret = unsafe { bindings::fasync_helper(fd, file.as_ptr(), on as c_int, self.head.get()) };
+        let ret =
+            unsafe { bindings::fasync_helper(fd, file.as_ptr(), c_int::from(on), self.head.get()) };
         if ret < 0 {
             Err(Error::from_errno(ret))
         } else {

@@ -18,8 +18,9 @@
 //! `device_unregister()` has returned, which waits for running `show` callbacks.
 
 use crate::{
-    bindings, device,
+    bindings,
     chrdev::DevT,
+    device,
     error::{from_err_ptr, to_result, Result},
     prelude::*,
     str::{CStr, CString},
@@ -73,11 +74,12 @@ pub trait Attribute<T>: 'static {
 struct AttrVTable<T, A>(PhantomData<(T, A)>);
 
 impl<T: Send + Sync + 'static, A: Attribute<T>> AttrVTable<T, A> {
+    // `as_char_ptr` is not `const`; a C string pointer cast is exactly what it does.
+    #[allow(clippy::disallowed_methods)]
     const ATTR: bindings::device_attribute = bindings::device_attribute {
         attr: bindings::attribute {
             name: A::NAME.as_ptr().cast(),
             mode: 0o444,
-            ..pin_init::zeroed()
         },
         __bindgen_anon_1: bindings::device_attribute__bindgen_ty_1 {
             show: Some(Self::show),
@@ -85,17 +87,19 @@ impl<T: Send + Sync + 'static, A: Attribute<T>> AttrVTable<T, A> {
         ..pin_init::zeroed()
     };
 
-    const ATTRS: [*mut bindings::attribute; 2] =
-        [(&Self::ATTR.attr) as *const bindings::attribute as *mut _, core::ptr::null_mut()];
+    const ATTRS: [*mut bindings::attribute; 2] = [
+        core::ptr::from_ref(&Self::ATTR.attr).cast_mut(),
+        core::ptr::null_mut(),
+    ];
 
     const GROUP: bindings::attribute_group = bindings::attribute_group {
         __bindgen_anon_2: bindings::attribute_group__bindgen_ty_2 {
-            attrs: (&Self::ATTRS) as *const [*mut bindings::attribute; 2] as *mut _,
+            attrs: core::ptr::from_ref(&Self::ATTRS).cast_mut().cast(),
         },
         ..pin_init::zeroed()
     };
 
-    unsafe extern "C" fn show(
+    extern "C" fn show(
         dev: *mut bindings::device,
         _attr: *mut bindings::device_attribute,
         buf: *mut c_char,
@@ -104,7 +108,8 @@ impl<T: Send + Sync + 'static, A: Attribute<T>> AttrVTable<T, A> {
         // an `Arc<T>` that outlives every `show` call (see the module docs).
         let data = unsafe { <Arc<T> as ForeignOwnable>::borrow(bindings::dev_get_drvdata(dev)) };
         // SAFETY: sysfs passes a zeroed buffer of `PAGE_SIZE` bytes.
-        let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), bindings::PAGE_SIZE) };
+        let page =
+            unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), bindings::PAGE_SIZE) };
         let len = page.len();
         A::show(&data, page).min(len) as isize
     }

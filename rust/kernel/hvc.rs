@@ -102,7 +102,12 @@ impl<T: Operations> Registration<T> {
     ///
     /// With `resize_enabled`, [`Registration::resize`] and opening the tty push the window size
     /// to the tty layer. Fails with `EBUSY` if `vtermno` is taken.
-    pub fn new(vtermno: u32, ops: Arc<T>, outbuf_size: usize, resize_enabled: bool) -> Result<Self> {
+    pub fn new(
+        vtermno: u32,
+        ops: Arc<T>,
+        outbuf_size: usize,
+        resize_enabled: bool,
+    ) -> Result<Self> {
         let table = table()?;
         let dyn_ops: &dyn Operations = &*ops;
         {
@@ -166,7 +171,7 @@ impl<T: Operations> Registration<T> {
     /// Tells the core that input is interrupt driven, so its thread does not poll in a loop.
     pub fn set_interrupt_driven(&self, on: bool) {
         // SAFETY: By the type invariant `hp` is live.
-        unsafe { bindings::hvc_set_irq_requested(self.hp.as_ptr(), on as c_int) }
+        unsafe { bindings::hvc_set_irq_requested(self.hp.as_ptr(), c_int::from(on)) }
     }
 
     /// Records a new window size and, if resizing is enabled, applies it to the tty.
@@ -207,7 +212,7 @@ fn with_ops<R>(vtermno: u32, f: impl FnOnce(&dyn Operations) -> R) -> Option<R> 
     Some(f(unsafe { entry.ops.as_ref() }))
 }
 
-unsafe extern "C" fn get_chars(vtermno: u32, buf: *mut u8, count: usize) -> isize {
+extern "C" fn get_chars(vtermno: u32, buf: *mut u8, count: usize) -> isize {
     // SAFETY: The hvc core passes a buffer of `count` writable bytes.
     let buf = unsafe { core::slice::from_raw_parts_mut(buf, count) };
     match with_ops(vtermno, |ops| ops.get_chars(buf)) {
@@ -217,7 +222,7 @@ unsafe extern "C" fn get_chars(vtermno: u32, buf: *mut u8, count: usize) -> isiz
     }
 }
 
-unsafe extern "C" fn put_chars(vtermno: u32, buf: *const u8, count: usize) -> isize {
+extern "C" fn put_chars(vtermno: u32, buf: *const u8, count: usize) -> isize {
     // SAFETY: The hvc core passes `count` readable bytes.
     let buf = unsafe { core::slice::from_raw_parts(buf, count) };
     match with_ops(vtermno, |ops| ops.put_chars(buf)) {
@@ -227,7 +232,7 @@ unsafe extern "C" fn put_chars(vtermno: u32, buf: *const u8, count: usize) -> is
     }
 }
 
-unsafe extern "C" fn notifier_add(hp: *mut bindings::hvc_struct, _data: c_int) -> c_int {
+extern "C" fn notifier_add(hp: *mut bindings::hvc_struct, _data: c_int) -> c_int {
     // SAFETY: The core passes a live `hp` that it holds a reference on.
     let vtermno = unsafe { bindings::hvc_vtermno(hp) };
     // SAFETY: As above.
@@ -245,7 +250,7 @@ unsafe extern "C" fn notifier_add(hp: *mut bindings::hvc_struct, _data: c_int) -
     0
 }
 
-unsafe extern "C" fn notifier_del(hp: *mut bindings::hvc_struct, _data: c_int) {
+extern "C" fn notifier_del(hp: *mut bindings::hvc_struct, _data: c_int) {
     // SAFETY: The core passes a live `hp`.
     unsafe { bindings::hvc_set_irq_requested(hp, 0) };
 }

@@ -26,12 +26,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
-use crate::{
-    bindings,
-    prelude::*,
-    sync::Arc,
-    types::Opaque,
-};
+use crate::{bindings, prelude::*, sync::Arc, types::Opaque};
 
 /// An ID allocator (`struct ida`). It locks internally, so it can be shared.
 #[pin_data(PinnedDrop)]
@@ -62,9 +57,8 @@ impl Ida {
             return Err(EINVAL);
         }
         // SAFETY: The IDA is initialised and pinned inside the `Arc`.
-        let ret = unsafe {
-            bindings::ida_alloc_range(this.ida.get(), min, max, GFP_KERNEL.as_raw())
-        };
+        let ret =
+            unsafe { bindings::ida_alloc_range(this.ida.get(), min, max, GFP_KERNEL.as_raw()) };
         if ret < 0 {
             return Err(Error::from_errno(ret));
         }

@@ -32,8 +32,8 @@ use crate::{
     error::{to_result, Error, Result},
     prelude::*,
     str::CStr,
-    sync::{new_mutex, new_spinlock_irq, Arc, Mutex, SpinLockIrq},
     sync::aref::{ARef, AlwaysRefCounted},
+    sync::{new_mutex, new_spinlock_irq, Arc, Mutex, SpinLockIrq},
     types::Opaque,
     ThisModule,
 };
@@ -327,7 +327,9 @@ unsafe impl AlwaysRefCounted for Device {
 
     unsafe fn dec_ref(obj: NonNull<Self>) {
         // SAFETY: The safety requirements guarantee that the refcount is non-zero.
-        unsafe { bindings::put_device(&raw mut (*obj.cast::<bindings::virtio_device>().as_ptr()).dev) }
+        unsafe {
+            bindings::put_device(&raw mut (*obj.cast::<bindings::virtio_device>().as_ptr()).dev)
+        }
     }
 }
 
@@ -456,7 +458,9 @@ impl<T: Driver> Registration<T> {
             // SAFETY: `ids` is fully initialised and pinned together with `drv`.
             unsafe { (*this.drv.get()).id_table = this.ids.as_ptr() };
             // SAFETY: `drv` is fully set up; it is unregistered in `drop`.
-            to_result(unsafe { bindings::__register_virtio_driver(this.drv.get(), module.as_ptr()) })
+            to_result(unsafe {
+                bindings::__register_virtio_driver(this.drv.get(), module.as_ptr())
+            })
         })
     }
 
@@ -475,7 +479,7 @@ impl<T: Driver> Registration<T> {
         }
     }
 
-    unsafe extern "C" fn probe_callback(vdev: *mut bindings::virtio_device) -> c_int {
+    extern "C" fn probe_callback(vdev: *mut bindings::virtio_device) -> c_int {
         // SAFETY: The bus calls probe with a valid device bound to our driver.
         let reg = unsafe { Self::from_vdev(vdev) };
         // SAFETY: `vdev` is valid for the duration of probe.
@@ -507,7 +511,13 @@ impl<T: Driver> Registration<T> {
                 let pending = {
                     let mut guard = state.data.lock();
                     guard.0 = Some(data.clone());
-                    core::mem::replace(&mut guard.1, Pending { vqs: 0, config: false })
+                    core::mem::replace(
+                        &mut guard.1,
+                        Pending {
+                            vqs: 0,
+                            config: false,
+                        },
+                    )
                 };
                 Self::replay(&state.common, &data, pending);
                 0
@@ -540,7 +550,7 @@ impl<T: Driver> Registration<T> {
         }
     }
 
-    unsafe extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
+    extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
         // SAFETY: The bus calls remove with a valid device that probed successfully.
         let dev = unsafe { Device::from_raw(vdev) };
         // SAFETY: Set by `probe_callback` and not freed until the end of this function.
@@ -562,7 +572,7 @@ impl<T: Driver> Registration<T> {
         drop(unsafe { KBox::from_raw(raw) });
     }
 
-    unsafe extern "C" fn vq_callback(vq: *mut bindings::virtqueue) {
+    extern "C" fn vq_callback(vq: *mut bindings::virtqueue) {
         // SAFETY: The transport calls this with a valid queue of a bound device; queue
         // callbacks can only fire between `find_vqs` and `del_vqs`, while `priv` holds our
         // state.
@@ -589,7 +599,7 @@ impl<T: Driver> Registration<T> {
         }
     }
 
-    unsafe extern "C" fn config_callback(vdev: *mut bindings::virtio_device) {
+    extern "C" fn config_callback(vdev: *mut bindings::virtio_device) {
         // SAFETY: The core calls this with a valid device bound to our driver.
         let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
         if raw.is_null() {

@@ -8,8 +8,7 @@
 
 use core::fmt::Write;
 use kernel::{
-    debugfs,
-    new_spinlock_irq,
+    debugfs, new_spinlock_irq,
     prelude::*,
     str::CString,
     sync::{Arc, SpinLockIrq},
@@ -104,7 +103,10 @@ impl virtio::Driver for RngDriver {
             GFP_KERNEL,
         )?;
         let name = CString::try_from_fmt(fmt!("virtio{}", dev.index()))?;
-        let file = KBox::pin_init(ctx.dir.read_callback_file(&name, rng.clone(), &Rng::show), GFP_KERNEL)?;
+        let file = KBox::pin_init(
+            ctx.dir.read_callback_file(&name, rng.clone(), &Rng::show),
+            GFP_KERNEL,
+        )?;
         dev.device_ready();
         rng.request();
         dev_info!(dev.as_ref(), "rust_virtio_rng bound\n");

@@ -111,7 +111,10 @@ pub(crate) fn decode<'a>(
             open: value != 0,
         },
         7 => {
-            let end = payload.iter().position(|&b| b == 0).unwrap_or(payload.len());
+            let end = payload
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(payload.len());
             let name = &payload[..end.min(MAX_NAME_LEN)];
             if name.is_empty() {
                 return Err(Invalid::EmptyName);
@@ -205,15 +208,27 @@ mod tests {
 
     #[test]
     fn every_event_decodes() {
-        assert_eq!(decode(&msg(3, 1, 1, &[]), le16, le32), Ok(HostMessage::PortAdd { id: 3 }));
-        assert_eq!(decode(&msg(3, 2, 0, &[]), le16, le32), Ok(HostMessage::PortRemove { id: 3 }));
+        assert_eq!(
+            decode(&msg(3, 1, 1, &[]), le16, le32),
+            Ok(HostMessage::PortAdd { id: 3 })
+        );
+        assert_eq!(
+            decode(&msg(3, 2, 0, &[]), le16, le32),
+            Ok(HostMessage::PortRemove { id: 3 })
+        );
         assert_eq!(
             decode(&msg(0, 4, 1, &[]), le16, le32),
-            Ok(HostMessage::ConsolePort { id: 0, console: true })
+            Ok(HostMessage::ConsolePort {
+                id: 0,
+                console: true
+            })
         );
         assert_eq!(
             decode(&msg(0, 4, 0, &[]), le16, le32),
-            Ok(HostMessage::ConsolePort { id: 0, console: false })
+            Ok(HostMessage::ConsolePort {
+                id: 0,
+                console: false
+            })
         );
         assert_eq!(
             decode(&msg(2, 6, 1, &[]), le16, le32),
@@ -225,7 +240,10 @@ mod tests {
         );
         assert_eq!(
             decode(&msg(BAD_ID, 0, 1, &[]), le16, le32),
-            Ok(HostMessage::Ignored { id: BAD_ID, event: 0 })
+            Ok(HostMessage::Ignored {
+                id: BAD_ID,
+                event: 0
+            })
         );
         assert_eq!(
             decode(&msg(1, 3, 1, &[]), le16, le32),
@@ -233,16 +251,29 @@ mod tests {
         );
         assert_eq!(
             decode(&msg(1, 0x7777, 1, &[]), le16, le32),
-            Ok(HostMessage::Ignored { id: 1, event: 0x7777 })
+            Ok(HostMessage::Ignored {
+                id: 1,
+                event: 0x7777
+            })
         );
     }
 
     #[test]
     fn resize_is_cols_then_rows_and_needs_its_payload() {
         let m = msg(1, 5, 0, &[80, 0, 25, 0]);
-        assert_eq!(decode(&m, le16, le32), Ok(HostMessage::Resize { id: 1, cols: 80, rows: 25 }));
+        assert_eq!(
+            decode(&m, le16, le32),
+            Ok(HostMessage::Resize {
+                id: 1,
+                cols: 80,
+                rows: 25
+            })
+        );
         let m = msg(1, 5, 0, &[80, 0, 25]);
-        assert_eq!(decode(&m, le16, le32), Err(Invalid::ShortResize { len: 11 }));
+        assert_eq!(
+            decode(&m, le16, le32),
+            Err(Invalid::ShortResize { len: 11 })
+        );
     }
 
     #[test]
@@ -250,14 +281,32 @@ mod tests {
         let m = msg(1, 7, 1, b"org.qemu.guest_agent.0\0");
         assert_eq!(
             decode(&m, le16, le32),
-            Ok(HostMessage::PortName { id: 1, name: b"org.qemu.guest_agent.0" })
+            Ok(HostMessage::PortName {
+                id: 1,
+                name: b"org.qemu.guest_agent.0"
+            })
         );
         let m = msg(1, 7, 1, b"abc");
-        assert_eq!(decode(&m, le16, le32), Ok(HostMessage::PortName { id: 1, name: b"abc" }));
+        assert_eq!(
+            decode(&m, le16, le32),
+            Ok(HostMessage::PortName {
+                id: 1,
+                name: b"abc"
+            })
+        );
         let m = msg(1, 7, 1, b"a\0bc");
-        assert_eq!(decode(&m, le16, le32), Ok(HostMessage::PortName { id: 1, name: b"a" }));
-        assert_eq!(decode(&msg(1, 7, 1, b""), le16, le32), Err(Invalid::EmptyName));
-        assert_eq!(decode(&msg(1, 7, 1, b"\0"), le16, le32), Err(Invalid::EmptyName));
+        assert_eq!(
+            decode(&m, le16, le32),
+            Ok(HostMessage::PortName { id: 1, name: b"a" })
+        );
+        assert_eq!(
+            decode(&msg(1, 7, 1, b""), le16, le32),
+            Err(Invalid::EmptyName)
+        );
+        assert_eq!(
+            decode(&msg(1, 7, 1, b"\0"), le16, le32),
+            Err(Invalid::EmptyName)
+        );
     }
 
     #[test]

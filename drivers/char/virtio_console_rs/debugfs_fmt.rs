@@ -24,13 +24,17 @@ pub(crate) fn write(s: &Snapshot<'_>, f: &mut dyn Write) -> fmt::Result {
         f.write_char(b as char)?;
     }
     writeln!(f)?;
-    writeln!(f, "guest_connected: {}", s.guest_connected as u8)?;
-    writeln!(f, "host_connected: {}", s.host_connected as u8)?;
-    writeln!(f, "outvq_full: {}", s.outvq_full as u8)?;
+    writeln!(f, "guest_connected: {}", u8::from(s.guest_connected))?;
+    writeln!(f, "host_connected: {}", u8::from(s.host_connected))?;
+    writeln!(f, "outvq_full: {}", u8::from(s.outvq_full))?;
     writeln!(f, "bytes_sent: {}", s.stats.bytes_sent)?;
     writeln!(f, "bytes_received: {}", s.stats.bytes_received)?;
     writeln!(f, "bytes_discarded: {}", s.stats.bytes_discarded)?;
-    writeln!(f, "is_console: {}", if s.vtermno != 0 { "yes" } else { "no" })?;
+    writeln!(
+        f,
+        "is_console: {}",
+        if s.vtermno != 0 { "yes" } else { "no" }
+    )?;
     writeln!(f, "console_vtermno: {}", s.vtermno)
 }
 
@@ -55,7 +59,9 @@ mod tests {
     struct Buf(KVec<u8>);
     impl Write for Buf {
         fn write_str(&mut self, s: &str) -> fmt::Result {
-            self.0.extend_from_slice(s.as_bytes(), GFP_KERNEL).map_err(|_| fmt::Error)
+            self.0
+                .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+                .map_err(|_| fmt::Error)
         }
     }
 

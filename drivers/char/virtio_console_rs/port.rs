@@ -306,11 +306,7 @@ impl Port {
 
     /// Reads at most the rest of one receive buffer (as the C driver does) with `copy`, which
     /// copies to user space and may sleep; returns the bytes read, 0 at end of file.
-    pub(crate) fn read(
-        &self,
-        nonblock: bool,
-        copy: impl FnOnce(&[u8]) -> usize,
-    ) -> Result<usize> {
+    pub(crate) fn read(&self, nonblock: bool, copy: impl FnOnce(&[u8]) -> usize) -> Result<usize> {
         let _reader = self.reader.lock();
         let (buf, off) = {
             let mut st = self.state.lock();

@@ -115,16 +115,35 @@ impl PortsDevice {
         let mut infos = KVec::with_capacity(n, GFP_KERNEL)?;
         for i in 0..n as u32 {
             let info = match i {
-                2 => VirtqueueInfo { name: c"control-i", callback: true },
-                3 => VirtqueueInfo { name: c"control-o", callback: false },
-                i if i % 2 == 0 => VirtqueueInfo { name: c"input", callback: true },
-                _ => VirtqueueInfo { name: c"output", callback: true },
+                2 => VirtqueueInfo {
+                    name: c"control-i",
+                    callback: true,
+                },
+                3 => VirtqueueInfo {
+                    name: c"control-o",
+                    callback: false,
+                },
+                i if i % 2 == 0 => VirtqueueInfo {
+                    name: c"input",
+                    callback: true,
+                },
+                _ => VirtqueueInfo {
+                    name: c"output",
+                    callback: true,
+                },
             };
             infos.push(info, GFP_KERNEL)?;
         }
         let vqs = vdev.find_vqs(&infos)?;
         let link = Arc::pin_init(
-            DeviceLink::new(vdev.get(), if multiport { Some(vqs[3].clone()) } else { None }),
+            DeviceLink::new(
+                vdev.get(),
+                if multiport {
+                    Some(vqs[3].clone())
+                } else {
+                    None
+                },
+            ),
             GFP_KERNEL,
         )?;
         let this = Arc::pin_init(
@@ -147,7 +166,8 @@ impl PortsDevice {
         vdev.device_ready();
         if multiport {
             if let Err(e) = this.fill_control_rx() {
-                this.link.send_control(control::BAD_ID, Event::DeviceReady, 0);
+                this.link
+                    .send_control(control::BAD_ID, Event::DeviceReady, 0);
                 return Err(e);
             }
         } else {
@@ -155,7 +175,8 @@ impl PortsDevice {
             // bound if it cannot be set up.
             let _ = this.add_port(0);
         }
-        this.link.send_control(control::BAD_ID, Event::DeviceReady, 1);
+        this.link
+            .send_control(control::BAD_ID, Event::DeviceReady, 1);
         this.update_size_from_config();
         Ok(this)
     }
@@ -235,7 +256,11 @@ impl PortsDevice {
         let cols = vdev.config_read_u16(CONFIG_COLS);
         let rows = vdev.config_read_u16(CONFIG_ROWS);
         let ports = self.ports.lock();
-        if let Some(console) = ports.iter().find(|e| e.port.id == 0).and_then(|e| e.console.as_ref()) {
+        if let Some(console) = ports
+            .iter()
+            .find(|e| e.port.id == 0)
+            .and_then(|e| e.console.as_ref())
+        {
             console.resize(rows, cols);
         }
     }
@@ -271,13 +296,20 @@ impl PortsDevice {
     }
 
     fn find_port(&self, id: u32) -> Option<Arc<Port>> {
-        self.ports.lock().iter().find(|e| e.port.id == id).map(|e| e.port.clone())
+        self.ports
+            .lock()
+            .iter()
+            .find(|e| e.port.id == id)
+            .map(|e| e.port.clone())
     }
 
     fn handle_message(&self, buf: &[u8]) {
         let vdev = &self.link.vdev;
-        let msg = match control::decode(buf, |v| vdev.virtio16_to_cpu(v), |v| vdev.virtio32_to_cpu(v))
-        {
+        let msg = match control::decode(
+            buf,
+            |v| vdev.virtio16_to_cpu(v),
+            |v| vdev.virtio32_to_cpu(v),
+        ) {
             Ok(m) => m,
             Err(e) => {
                 self.link.warn(fmt!("{e}, ignored"));
@@ -339,7 +371,11 @@ impl PortsDevice {
     }
 
     fn unknown_port(&self, id: u32) {
-        dev_dbg!(self.link.vdev.as_ref(), "Invalid index {} in control packet\n", id);
+        dev_dbg!(
+            self.link.vdev.as_ref(),
+            "Invalid index {} in control packet\n",
+            id
+        );
     }
 
     /// Creates port `id`: its char device, class device and debugfs file; tells the host
@@ -347,7 +383,12 @@ impl PortsDevice {
     fn add_port(&self, id: u32) -> Result {
         let ret = self.try_add_port(id);
         if let Err(e) = &ret {
-            dev_err!(self.link.vdev.as_ref(), "Error {:?} adding port {}\n", e, id);
+            dev_err!(
+                self.link.vdev.as_ref(),
+                "Error {:?} adding port {}\n",
+                e,
+                id
+            );
             self.link.send_control(id, Event::PortReady, 0);
         }
         ret
@@ -367,7 +408,11 @@ impl PortsDevice {
             classdev: None,
             cdev: None,
         };
-        entry.cdev = Some(Cdev::new(devt, port.clone(), kernel::module::this_module::<crate::VirtioConsoleModule>())?);
+        entry.cdev = Some(Cdev::new(
+            devt,
+            port.clone(),
+            kernel::module::this_module::<crate::VirtioConsoleModule>(),
+        )?);
         let name = CString::try_from_fmt(fmt!("vport{}p{}", self.index, id))?;
         entry.classdev = Some(ClassDevice::new(
             &self.globals.class,
@@ -381,7 +426,9 @@ impl PortsDevice {
             self.attach_console(&mut entry)?;
         }
         entry.debugfs = KBox::pin_init(
-            self.globals.debugfs.read_callback_file(&name, port.clone(), &debugfs_fmt::show),
+            self.globals
+                .debugfs
+                .read_callback_file(&name, port.clone(), &debugfs_fmt::show),
             GFP_KERNEL,
         )
         .ok();
@@ -406,7 +453,12 @@ impl PortsDevice {
             }
         };
         if let Err(e) = self.attach_console(&mut entry) {
-            dev_err!(self.link.vdev.as_ref(), "Error {:?} initializing console for port {}\n", e, id);
+            dev_err!(
+                self.link.vdev.as_ref(),
+                "Error {:?} initializing console for port {}\n",
+                e,
+                id
+            );
         }
         // Cannot fail: the slot we took the entry from is still allocated.
         let back = self.ports.lock().push(entry, GFP_ATOMIC);

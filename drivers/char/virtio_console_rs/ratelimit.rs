@@ -89,7 +89,10 @@ mod tests {
         }
         assert_eq!(w.decide(20), (false, Verdict::Suppress));
         assert_eq!(w.decide(30), (false, Verdict::Suppress));
-        assert_eq!(w.decide(INTERVAL_MS), (true, Verdict::Print { suppressed: 2 }));
+        assert_eq!(
+            w.decide(INTERVAL_MS),
+            (true, Verdict::Print { suppressed: 2 })
+        );
         assert_eq!(w.decide(1), (false, Verdict::Print { suppressed: 0 }));
     }
 }

@@ -136,8 +136,12 @@ impl Virtqueue {
     /// `vq` must be live until [`Virtqueue::revoke`] has been called, and carry no buffers yet.
     pub(super) unsafe fn new(vq: NonNull<bindings::virtqueue>) -> impl PinInit<Self> {
         // SAFETY: The caller guarantees that `vq` is live.
-        let (index, size) =
-            unsafe { ((*vq.as_ptr()).index, bindings::virtqueue_get_vring_size(vq.as_ptr())) };
+        let (index, size) = unsafe {
+            (
+                (*vq.as_ptr()).index,
+                bindings::virtqueue_get_vring_size(vq.as_ptr()),
+            )
+        };
         pin_init!(Self {
             inner <- new_spinlock_irq!(Inner { vq: Some(vq) }),
             index,
@@ -203,9 +207,21 @@ impl VirtqueueGuard<'_> {
         // token is a leaked `KBox<Buffer>` whose memory stays put until it comes back.
         let ret = unsafe {
             if device_writable {
-                bindings::virtqueue_add_inbuf(vq, sg.as_mut_ptr(), 1, token.cast(), GFP_ATOMIC.as_raw())
+                bindings::virtqueue_add_inbuf(
+                    vq,
+                    sg.as_mut_ptr(),
+                    1,
+                    token.cast(),
+                    GFP_ATOMIC.as_raw(),
+                )
             } else {
-                bindings::virtqueue_add_outbuf(vq, sg.as_mut_ptr(), 1, token.cast(), GFP_ATOMIC.as_raw())
+                bindings::virtqueue_add_outbuf(
+                    vq,
+                    sg.as_mut_ptr(),
+                    1,
+                    token.cast(),
+                    GFP_ATOMIC.as_raw(),
+                )
             }
         };
         match to_result(ret) {

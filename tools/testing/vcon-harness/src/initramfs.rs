@@ -11,7 +11,8 @@ impl Cpio {
     fn entry(&mut self, name: &str, mode: u32, body: &[u8]) {
         self.ino += 1;
         let name_len = name.len() + 1;
-        let hdr = format!(
+        let hdr =
+            format!(
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
             self.ino, mode, 0, 0, 1, 0, body.len(), 0, 0, 0, 0, name_len, 0
         );

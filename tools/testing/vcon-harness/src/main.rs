@@ -52,14 +52,18 @@ reboot -f
 "#;
 
 fn out_dir() -> PathBuf {
-    std::env::var_os("VCON_OUT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("out"))
+    std::env::var_os("VCON_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("out"))
 }
 
 fn cache_dir() -> PathBuf {
     if let Some(c) = std::env::var_os("VCON_CACHE") {
         return PathBuf::from(c);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join(".cache"))
@@ -69,18 +73,26 @@ fn cache_dir() -> PathBuf {
 /// Builds the base initramfs: busybox, the guest tool, init and the modules.
 fn build_base(out: &Path) -> Res<PathBuf> {
     let mut c = initramfs::Cpio::default();
-    for d in ["bin", "sbin", "dev", "proc", "sys", "tmp", "root", "lib", "lib/vcon"] {
+    for d in [
+        "bin", "sbin", "dev", "proc", "sys", "tmp", "root", "lib", "lib/vcon",
+    ] {
         c.dir(d);
     }
     let busybox = std::fs::read("/bin/busybox")
         .map_err(|e| format!("/bin/busybox: {e} (apt-get install busybox-static)"))?;
     c.file("bin/busybox", 0o755, &busybox);
     c.symlink("bin/sh", "busybox");
-    let vcg_path = std::env::var_os("VCON_VCG").map(PathBuf::from).ok_or("VCON_VCG is not set")?;
+    let vcg_path = std::env::var_os("VCON_VCG")
+        .map(PathBuf::from)
+        .ok_or("VCON_VCG is not set")?;
     let vcg = std::fs::read(&vcg_path).map_err(|e| format!("{}: {e}", vcg_path.display()))?;
     c.file("bin/vcg", 0o755, &vcg);
     c.file("init", 0o755, INIT.as_bytes());
-    for ko in ["virtio_console_rs.ko", "virtio_console.ko", "rust_virtio_rng.ko"] {
+    for ko in [
+        "virtio_console_rs.ko",
+        "virtio_console.ko",
+        "rust_virtio_rng.ko",
+    ] {
         let p = out.join(ko);
         let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         c.file(&format!("lib/vcon/{ko}"), 0o644, &data);
@@ -113,7 +125,11 @@ fn pick_accel(out: &Path, base: &Path) -> Accel {
     }
     let memo = cache_dir().join("kvm-probe");
     if let Ok(s) = std::fs::read_to_string(&memo) {
-        return if s.trim() == "kvm" { Accel::Kvm } else { Accel::Tcg };
+        return if s.trim() == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
     }
     eprintln!("probing KVM with a short boot (20 s at most)...");
     let cfg = VmConfig {
@@ -138,7 +154,10 @@ fn setup() -> Res<Env> {
     let out = out_dir();
     for f in ["bzImage", "virtio_console_rs.ko", "virtio_console.ko"] {
         if !out.join(f).exists() {
-            return Err(format!("{} is missing: run 'make build' first", out.join(f).display()));
+            return Err(format!(
+                "{} is missing: run 'make build' first",
+                out.join(f).display()
+            ));
         }
     }
     let base = build_base(&out)?;
@@ -155,7 +174,10 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
     let cfg = VmConfig {
         kernel: env.out.join("bzImage"),
         initrds: vec![env.base_initrd.clone(), extra],
-        cmdline: vec![format!("vcon_driver={}", driver.name()), "kunit.enable=0".into()],
+        cmdline: vec![
+            format!("vcon_driver={}", driver.name()),
+            "kunit.enable=0".into(),
+        ],
         qemu_args: s.qemu.clone(),
         accel: env.accel,
         timeout: Duration::from_secs(s.timeout),
@@ -176,7 +198,10 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
     let trouble = vm::kernel_trouble(&log);
     let saved = env.out.join("logs");
     let _ = std::fs::create_dir_all(&saved);
-    let _ = std::fs::write(saved.join(format!("{}-{}.log", s.name, driver.name())), log.join("\n"));
+    let _ = std::fs::write(
+        saved.join(format!("{}-{}.log", s.name, driver.name())),
+        log.join("\n"),
+    );
     let out = result?;
     if !trouble.is_empty() {
         return Err(format!("kernel reported problems: {trouble:?}"));
@@ -274,7 +299,11 @@ fn cmd_test(args: &[String]) -> Res<bool> {
                 s.failed.len(),
                 s.suites.join(", ")
             );
-            for want in ["virtio_console_rs_control", "virtio_console_rs_debugfs", "virtio_console_rs_ratelimit"] {
+            for want in [
+                "virtio_console_rs_control",
+                "virtio_console_rs_debugfs",
+                "virtio_console_rs_ratelimit",
+            ] {
                 if !s.suites.iter().any(|x| x == want) {
                     return Err(format!("suite {want} did not run"));
                 }
@@ -302,7 +331,11 @@ fn cmd_test(args: &[String]) -> Res<bool> {
             let start = Instant::now();
             let r = run_scenario(&env, &s, d);
             let name = format!("{}[{}]", s.name, d.name());
-            t.record(&name, &r.as_ref().map(|_| ()).map_err(Clone::clone), start.elapsed().as_secs_f64());
+            t.record(
+                &name,
+                &r.as_ref().map(|_| ()).map_err(Clone::clone),
+                start.elapsed().as_secs_f64(),
+            );
             if let Ok(o) = r {
                 outputs.push((d, o));
             }
@@ -333,22 +366,35 @@ fn cmd_test(args: &[String]) -> Res<bool> {
 }
 
 fn cmd_run(args: &[String]) -> Res<bool> {
-    let driver = if args.iter().any(|a| a == "c") { Driver::C } else { Driver::Rust };
+    let driver = if args.iter().any(|a| a == "c") {
+        Driver::C
+    } else {
+        Driver::Rust
+    };
     let env = setup()?;
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let mut q = Vec::new();
-    for (d, ports) in [(0u32, vec![(1u32, "org.demo.alpha"), (2, "org.demo.beta")]), (1, vec![(1, "org.demo.gamma")])] {
+    for (d, ports) in [
+        (0u32, vec![(1u32, "org.demo.alpha"), (2, "org.demo.beta")]),
+        (1, vec![(1, "org.demo.gamma")]),
+    ] {
         q.push("-device".to_string());
         q.push(format!("virtio-serial-pci,id=vser{d}"));
         q.push("-chardev".into());
-        q.push(format!("socket,id=con{d},path=@DIR@/con{d}.sock,server=on,wait=off"));
+        q.push(format!(
+            "socket,id=con{d},path=@DIR@/con{d}.sock,server=on,wait=off"
+        ));
         q.push("-device".into());
         q.push(format!("virtconsole,bus=vser{d}.0,chardev=con{d},nr=0"));
         for (nr, name) in ports {
             q.push("-chardev".into());
-            q.push(format!("socket,id=p{d}{nr},path=@DIR@/p{d}{nr}.sock,server=on,wait=off"));
+            q.push(format!(
+                "socket,id=p{d}{nr},path=@DIR@/p{d}{nr}.sock,server=on,wait=off"
+            ));
             q.push("-device".into());
-            q.push(format!("virtserialport,bus=vser{d}.0,chardev=p{d}{nr},nr={nr},name={name}"));
+            q.push(format!(
+                "virtserialport,bus=vser{d}.0,chardev=p{d}{nr},nr={nr},name={name}"
+            ));
         }
     }
     let script = r#"
@@ -367,7 +413,10 @@ echo "== console output on /dev/hvc0"; echo "hello from hvc0" > /dev/hvc0
 echo "== debugfs:"; for f in /sys/kernel/debug/virtio-ports/*; do echo "--- $f"; cat $f; done
 "#;
     let extra = scenario_initrd(&env.out, "demo", script)?;
-    let mut cmdline = vec![format!("vcon_driver={}", driver.name()), "kunit.enable=0".into()];
+    let mut cmdline = vec![
+        format!("vcon_driver={}", driver.name()),
+        "kunit.enable=0".into(),
+    ];
     if interactive {
         cmdline.push("vcon_shell=1".into());
     }
@@ -380,7 +429,11 @@ echo "== debugfs:"; for f in /sys/kernel/debug/virtio-ports/*; do echo "--- $f";
         timeout: Duration::from_secs(if interactive { 86400 } else { 180 }),
         mem: 512,
     };
-    println!("booting a {} guest with the {} driver ...", env.accel.name(), driver.name());
+    println!(
+        "booting a {} guest with the {} driver ...",
+        env.accel.name(),
+        driver.name()
+    );
     let mut vm = Vm::start_with(&cfg, interactive)?;
     // The host end of org.demo.alpha: an echo service, in both modes.
     let port = vm.connect("p01")?;
@@ -397,7 +450,9 @@ echo "== debugfs:"; for f in /sys/kernel/debug/virtio-ports/*; do echo "--- $f";
             if chatty {
                 println!("host | received on org.demo.alpha: {line:?}");
             }
-            if w.write_all(format!("host echoes: {line}\n").as_bytes()).is_err() {
+            if w.write_all(format!("host echoes: {line}\n").as_bytes())
+                .is_err()
+            {
                 break;
             }
         }

@@ -46,13 +46,18 @@ fn serial(n: u32) -> Vec<String> {
 }
 
 fn sock(id: &str) -> Vec<String> {
-    vec!["-chardev".into(), format!("socket,id={id},path=@DIR@/{id}.sock,server=on,wait=off")]
+    vec![
+        "-chardev".into(),
+        format!("socket,id={id},path=@DIR@/{id}.sock,server=on,wait=off"),
+    ]
 }
 
 fn console(bus: u32, nr: u32, id: &str) -> Vec<String> {
     let mut v = sock(id);
     v.push("-device".into());
-    v.push(format!("virtconsole,bus=vser{bus}.0,chardev={id},nr={nr},id=dev-{id}"));
+    v.push(format!(
+        "virtconsole,bus=vser{bus}.0,chardev={id},nr={nr},id=dev-{id}"
+    ));
     v
 }
 
@@ -60,7 +65,9 @@ fn port(bus: u32, nr: u32, id: &str, name: Option<&str>) -> Vec<String> {
     let mut v = sock(id);
     v.push("-device".into());
     let name = name.map(|n| format!(",name={n}")).unwrap_or_default();
-    v.push(format!("virtserialport,bus=vser{bus}.0,chardev={id},nr={nr},id=dev-{id}{name}"));
+    v.push(format!(
+        "virtserialport,bus=vser{bus}.0,chardev={id},nr={nr},id=dev-{id}{name}"
+    ));
     v
 }
 
@@ -73,12 +80,15 @@ fn check(cond: bool, what: impl FnOnce() -> String) -> Res<()> {
 }
 
 fn expect_eq(got: &str, want: &str, what: &str) -> Res<()> {
-    check(got == want, || format!("{what}: got {got:?}, want {want:?}"))
+    check(got == want, || {
+        format!("{what}: got {got:?}, want {want:?}")
+    })
 }
 
 fn read_exact(s: &mut impl Read, n: usize) -> Res<Vec<u8>> {
     let mut buf = vec![0u8; n];
-    s.read_exact(&mut buf).map_err(|e| format!("reading {n} bytes from the port: {e}"))?;
+    s.read_exact(&mut buf)
+        .map_err(|e| format!("reading {n} bytes from the port: {e}"))?;
     Ok(buf)
 }
 
@@ -369,7 +379,12 @@ pub fn all() -> Vec<Scenario> {
     for d in 0..4u32 {
         q.extend(serial(d));
         q.extend(console(d, 0, &format!("c{d}")));
-        q.extend(port(d, 1, &format!("n{d}"), Some(&format!("org.test.dev{d}"))));
+        q.extend(port(
+            d,
+            1,
+            &format!("n{d}"),
+            Some(&format!("org.test.dev{d}")),
+        ));
     }
     v.push(Scenario {
         name: "vtermno_unique_and_recycled",
@@ -558,11 +573,18 @@ pub fn all() -> Vec<Scenario> {
             let a = vm.result("a")?;
             let b = vm.result("b")?;
             let bytes = |s: &str| -> u64 {
-                s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+                s.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
             };
             check(bytes(&a) >= 32, || format!("no entropy read: {a}"))?;
-            check(bytes(&b) > bytes(&a), || format!("no fresh entropy: {a} / {b}"))?;
-            check(a.split("last: ").nth(1) != b.split("last: ").nth(1), || format!("same block twice: {a} / {b}"))?;
+            check(bytes(&b) > bytes(&a), || {
+                format!("no fresh entropy: {a} / {b}")
+            })?;
+            check(a.split("last: ").nth(1) != b.split("last: ").nth(1), || {
+                format!("same block twice: {a} / {b}")
+            })?;
             expect_eq(&vm.result("rmmod")?, "0", "rmmod")?;
             Ok(vec![])
         },

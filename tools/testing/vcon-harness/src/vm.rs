@@ -105,7 +105,9 @@ impl Vm {
         let (tx, rx) = channel();
         let log = Arc::new(Mutex::new(Vec::new()));
         if interactive {
-            let child = cmd.spawn().map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
             drop(tx);
             return Ok(Vm {
                 child,
@@ -116,8 +118,12 @@ impl Vm {
                 qmp: None,
             });
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
 
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let log2 = log.clone();
@@ -177,7 +183,9 @@ impl Vm {
                         return Ok(v);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => return Err(format!("timed out waiting for {what}")),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("timed out waiting for {what}"))
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(format!("guest ended while waiting for {what}"))
                 }
@@ -227,7 +235,8 @@ impl Vm {
         loop {
             match UnixStream::connect(&p) {
                 Ok(s) => {
-                    s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+                    s.set_read_timeout(Some(Duration::from_secs(60)))
+                        .map_err(|e| e.to_string())?;
                     return Ok(s);
                 }
                 Err(e) if Instant::now() > deadline => {
@@ -241,11 +250,14 @@ impl Vm {
     /// Sends a QMP command (a JSON object) and returns the reply line.
     pub fn qmp(&mut self, cmd: &str) -> Res<String> {
         if self.qmp.is_none() {
-            let s = UnixStream::connect(self.dir.join("qmp.sock")).map_err(|e| format!("qmp: {e}"))?;
-            s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+            let s =
+                UnixStream::connect(self.dir.join("qmp.sock")).map_err(|e| format!("qmp: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .map_err(|e| e.to_string())?;
             let mut r = BufReader::new(s);
             let mut greeting = String::new();
-            r.read_line(&mut greeting).map_err(|e| format!("qmp greeting: {e}"))?;
+            r.read_line(&mut greeting)
+                .map_err(|e| format!("qmp greeting: {e}"))?;
             r.get_mut()
                 .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
                 .map_err(|e| e.to_string())?;
@@ -253,7 +265,9 @@ impl Vm {
             self.qmp = Some(r);
         }
         let r = self.qmp.as_mut().ok_or("qmp")?;
-        r.get_mut().write_all(cmd.as_bytes()).map_err(|e| e.to_string())?;
+        r.get_mut()
+            .write_all(cmd.as_bytes())
+            .map_err(|e| e.to_string())?;
         r.get_mut().write_all(b"\n").map_err(|e| e.to_string())?;
         let reply = Self::qmp_reply(r)?;
         if reply.contains("\"error\"") {
@@ -265,7 +279,9 @@ impl Vm {
     fn qmp_reply(r: &mut BufReader<UnixStream>) -> Res<String> {
         loop {
             let mut line = String::new();
-            let n = r.read_line(&mut line).map_err(|e| format!("qmp read: {e}"))?;
+            let n = r
+                .read_line(&mut line)
+                .map_err(|e| format!("qmp read: {e}"))?;
             if n == 0 {
                 return Err("qmp closed".into());
             }

@@ -134,13 +134,20 @@ fn main() {
         // open TAG PATH [nonblock]: try to open, report, close.
         "open" => {
             let flags = libc_consts::O_RDWR
-                | if arg(4) == "nonblock" { libc_consts::O_NONBLOCK } else { 0 };
+                | if arg(4) == "nonblock" {
+                    libc_consts::O_NONBLOCK
+                } else {
+                    0
+                };
             let r = sys_open(&arg(3), flags);
-            result_line(&tag, r.map(|fd| {
-                // SAFETY: fd is ours.
-                unsafe { close(fd) };
-                0
-            }));
+            result_line(
+                &tag,
+                r.map(|fd| {
+                    // SAFETY: fd is ours.
+                    unsafe { close(fd) };
+                    0
+                }),
+            );
         }
         // open-twice TAG PATH: the second open's result while the first is held.
         "open-twice" => match sys_open(&arg(3), libc_consts::O_RDWR) {
@@ -159,7 +166,11 @@ fn main() {
         // read TAG PATH N [nonblock]: one read() of up to N bytes; prints the data as text.
         "read" => {
             let flags = libc_consts::O_RDWR
-                | if arg(5) == "nonblock" { libc_consts::O_NONBLOCK } else { 0 };
+                | if arg(5) == "nonblock" {
+                    libc_consts::O_NONBLOCK
+                } else {
+                    0
+                };
             match sys_open(&arg(3), flags) {
                 Ok(fd) => {
                     println!("@@ {tag}-opened");
@@ -180,7 +191,11 @@ fn main() {
         // write TAG PATH TEXT [nonblock]
         "write" => {
             let flags = libc_consts::O_RDWR
-                | if arg(5) == "nonblock" { libc_consts::O_NONBLOCK } else { 0 };
+                | if arg(5) == "nonblock" {
+                    libc_consts::O_NONBLOCK
+                } else {
+                    0
+                };
             match sys_open(&arg(3), flags) {
                 Ok(fd) => {
                     result_line(&tag, sys_write(fd, arg(4).as_bytes()));
@@ -211,7 +226,14 @@ fn main() {
                 if p.revents & libc_consts::POLLHUP != 0 {
                     s.push("HUP");
                 }
-                println!("@@ {tag} mask {}", if s.is_empty() { "0".to_string() } else { s.join("|") });
+                println!(
+                    "@@ {tag} mask {}",
+                    if s.is_empty() {
+                        "0".to_string()
+                    } else {
+                        s.join("|")
+                    }
+                );
                 // SAFETY: fd is ours.
                 unsafe { close(fd) };
             }
@@ -303,7 +325,9 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: vcg open|open-twice|read|write|poll|hold-read|send|recv TAG PATH ...");
+            eprintln!(
+                "usage: vcg open|open-twice|read|write|poll|hold-read|send|recv TAG PATH ..."
+            );
             std::process::exit(2);
         }
     }
