@@ -55,9 +55,9 @@ cp "$KDIR/arch/x86/boot/bzImage" "$OUT/bzImage"
 cp "$KDIR/drivers/char/virtio_console.ko" "$OUT/virtio_console.ko"
 
 stage modules "virtio_console_rs and samples (external modules)"
-"${KMAKE[@]}" M="$TOP" modules
+"${KMAKE[@]}" M="$TOP" MO="$OUT/modbuild" modules
 for ko in drivers/char/virtio_console_rs/virtio_console_rs.ko samples/rust/rust_virtio_rng.ko; do
-	[ -f "$TOP/$ko" ] && cp "$TOP/$ko" "$OUT/"
+	cp "$OUT/modbuild/$ko" "$OUT/"
 done
 stage_end
 ls -l "$OUT"/bzImage "$OUT"/*.ko >&2
