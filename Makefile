@@ -3,6 +3,7 @@
 # make run    set up if needed, build, boot a demo guest with the Rust driver
 # make test   set up if needed, build, run the checks, KUnit and the integration tests
 # make build  set-up, kernel, modules and the test harness only
+# make bench  the C driver against the Rust driver: table, out/bench/bench.csv and .svg
 # make check  rustfmt, clippy, checkpatch and the no-unsafe rule on the project's code
 
 export VCON_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/virtio-console-rs
@@ -11,7 +12,7 @@ HARNESS_DIR := tools/testing/vcon-harness
 HARNESS := $(HARNESS_DIR)/target/release/vcon-harness
 export VCON_VCG := $(CURDIR)/$(HARNESS_DIR)/target/x86_64-unknown-linux-gnu/release/vcg
 
-.PHONY: all setup kernel build harness test run check kunit list clean
+.PHONY: all setup kernel kernel-debug build harness test test-quick run bench check kunit list clean
 
 all: build
 
@@ -21,6 +22,11 @@ setup:
 kernel: setup
 	@bash scripts/build-kernel.sh
 
+# The debug profile: KFENCE, SLUB debugging, kmemleak, lockdep, atomic-sleep and work-object
+# debugging, Rust overflow checks (configs/debug.fragment), built into out/debug.
+kernel-debug: setup
+	@VCON_PROFILE=debug bash scripts/build-kernel.sh
+
 harness:
 	@echo "==> [harness] host harness and static guest tool" >&2
 	@cd $(HARNESS_DIR) && cargo build -q --release --bin vcon-harness
@@ -29,8 +35,13 @@ harness:
 
 build: kernel harness
 
-test: build
+# Everything runs twice: on the normal kernel and on the debug kernel.
+test: build kernel-debug
 	@bash scripts/check.sh
+	@VCON_DEBUG_OUT=$(VCON_OUT)/debug $(HARNESS) test $(TEST_ARGS)
+
+# The normal kernel only (quicker while developing).
+test-quick: build
 	@$(HARNESS) test $(TEST_ARGS)
 
 kunit: build
@@ -38,6 +49,10 @@ kunit: build
 
 run: build
 	@$(HARNESS) run $(RUN_ARGS)
+
+# C reference against Rust, same guest and host program, alternated runs (BENCH_ARGS="--reps N").
+bench: build
+	@$(HARNESS) bench $(BENCH_ARGS)
 
 check: kernel
 	@bash scripts/check.sh

@@ -11,7 +11,19 @@
 [ -f "$CACHE/kernel-tarball.path" ] || die "set-up has not run: run 'make setup'"
 tarball=$(cat "$CACHE/kernel-tarball.path")
 key=$(basename "$(dirname "$(dirname "$(dirname "$tarball")")")")
-KDIR=$CACHE/build/$key
+# VCON_PROFILE=debug builds a second tree with configs/debug.fragment on top, into out/debug.
+PROFILE=${VCON_PROFILE:-default}
+FRAGMENTS=("$TOP/.config.fragment")
+suffix=""
+if [ "$PROFILE" = debug ]; then
+	FRAGMENTS+=("$TOP/configs/debug.fragment")
+	suffix="-debug"
+	OUT=$OUT/debug
+	mkdir -p "$OUT"
+elif [ "$PROFILE" != default ]; then
+	die "VCON_PROFILE must be default or debug"
+fi
+KDIR=$CACHE/build/$key$suffix
 KMAKE=(make -C "$KDIR" -j"$(($(nproc) + 1))" -s
 	RUST_LIB_SRC="$(RUST_SRC_DIR)" LIBCLANG_PATH="$LIBCLANG_DIR" BINDGEN="$BINDGEN")
 
@@ -24,16 +36,16 @@ if [ ! -f "$KDIR/.unpacked" ]; then
 	touch "$KDIR.tmp/.unpacked"
 	mv "$KDIR.tmp" "$KDIR"
 fi
-echo "$KDIR" >"$CACHE/kdir.path"
+echo "$KDIR" >"$CACHE/kdir$suffix.path"
 
 stage overlay "project rust/ onto the tree"
 bash "$TOP/scripts/overlay.sh" "$KDIR"
 
 stage config ".config from tinyconfig + .config.fragment"
-fsum=$(cat "$TOP/.config.fragment" | sha256sum | cut -c1-16)
+fsum=$(cat "${FRAGMENTS[@]}" | sha256sum | cut -c1-16)
 if [ "$(cat "$KDIR/.fragment.sum" 2>/dev/null)" != "$fsum" ] || [ ! -f "$KDIR/.config" ]; then
 	"${KMAKE[@]}" tinyconfig >/dev/null
-	(cd "$KDIR" && scripts/kconfig/merge_config.sh -m .config "$TOP/.config.fragment" >/dev/null)
+	(cd "$KDIR" && scripts/kconfig/merge_config.sh -m .config "${FRAGMENTS[@]}" >/dev/null)
 	"${KMAKE[@]}" olddefconfig >/dev/null
 	# Every line of the fragment must have survived, or the build is not
 	# what the tests assume.
@@ -43,7 +55,7 @@ if [ "$(cat "$KDIR/.fragment.sum" 2>/dev/null)" != "$fsum" ] || [ ! -f "$KDIR/.c
 		CONFIG_*=n) grep -q "^${line%=n}=[ym]" "$KDIR/.config" && bad="$bad $line" ;;
 		CONFIG_*) grep -qx "$line" "$KDIR/.config" || bad="$bad $line" ;;
 		esac
-	done <"$TOP/.config.fragment"
+	done < <(cat "${FRAGMENTS[@]}")
 	[ -z "$bad" ] || die "config lines that did not apply:$bad (see $KDIR/.config)"
 	echo "$fsum" >"$KDIR/.fragment.sum"
 fi

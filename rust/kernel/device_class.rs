@@ -74,12 +74,14 @@ pub trait Attribute<T>: 'static {
 struct AttrVTable<T, A>(PhantomData<(T, A)>);
 
 impl<T: Send + Sync + 'static, A: Attribute<T>> AttrVTable<T, A> {
-    // `as_char_ptr` is not `const`; a C string pointer cast is exactly what it does.
-    #[allow(clippy::disallowed_methods)]
+    // `as_char_ptr` is not `const`; a C string pointer cast is exactly what it does. With
+    // lockdep `struct attribute` has more fields, hence the struct update.
+    #[allow(clippy::disallowed_methods, clippy::needless_update)]
     const ATTR: bindings::device_attribute = bindings::device_attribute {
         attr: bindings::attribute {
             name: A::NAME.as_ptr().cast(),
             mode: 0o444,
+            ..pin_init::zeroed()
         },
         __bindgen_anon_1: bindings::device_attribute__bindgen_ty_1 {
             show: Some(Self::show),

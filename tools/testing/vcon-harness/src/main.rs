@@ -10,6 +10,7 @@
 //! Paths come from the environment: `VCON_OUT` (bzImage and modules), `VCON_VCG` (the static
 //! guest tool), `VCON_CACHE` (where the accelerator probe is remembered).
 
+mod bench;
 mod initramfs;
 mod ktap;
 mod scenarios;
@@ -24,6 +25,10 @@ struct Env {
     out: PathBuf,
     base_initrd: PathBuf,
     accel: Accel,
+    /// Prefix of test names ("" or "debug:").
+    label: String,
+    /// Extra kernel command-line words of this profile.
+    cmdline: Vec<String>,
 }
 
 const INIT: &str = r#"#!/bin/busybox sh
@@ -44,8 +49,20 @@ wait_for() {
     i=0
     while [ ! -e "$1" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 }
+# Under the debug profile, forget what boot left for kmemleak and report what the run leaks.
+if [ -e /sys/kernel/debug/kmemleak ]; then
+    echo scan > /sys/kernel/debug/kmemleak
+    echo clear > /sys/kernel/debug/kmemleak
+fi
 echo "@@BOOTED"
 if [ -f /scenario.sh ]; then . /scenario.sh; fi
+if [ -e /sys/kernel/debug/kmemleak ]; then
+    sleep 1
+    echo scan > /sys/kernel/debug/kmemleak
+    echo scan > /sys/kernel/debug/kmemleak
+    cat /sys/kernel/debug/kmemleak | head -n 60
+    echo "@@ kmemleak-scanned"
+fi
 echo "@@DONE"
 if [ "$vcon_shell" = 1 ]; then setsid cttyhack sh; fi
 reboot -f
@@ -102,6 +119,15 @@ fn build_base(out: &Path) -> Res<PathBuf> {
     Ok(path)
 }
 
+/// Adds the words of `VCON_CMDLINE` (for example `slub_debug=FZPU` for the debug profile).
+fn with_extra_cmdline(env: &Env, mut v: Vec<String>) -> Vec<String> {
+    v.extend(env.cmdline.iter().cloned());
+    if let Ok(extra) = std::env::var("VCON_CMDLINE") {
+        v.extend(extra.split_whitespace().map(String::from));
+    }
+    v
+}
+
 fn scenario_initrd(dir: &Path, name: &str, script: &str) -> Res<PathBuf> {
     let mut c = initramfs::Cpio::default();
     let mut body = String::from(scenarios::prelude());
@@ -151,7 +177,10 @@ fn pick_accel(out: &Path, base: &Path) -> Accel {
 }
 
 fn setup() -> Res<Env> {
-    let out = out_dir();
+    setup_profile(out_dir(), "", vec![])
+}
+
+fn setup_profile(out: PathBuf, label: &str, cmdline: Vec<String>) -> Res<Env> {
     for f in ["bzImage", "virtio_console_rs.ko", "virtio_console.ko"] {
         if !out.join(f).exists() {
             return Err(format!(
@@ -166,6 +195,8 @@ fn setup() -> Res<Env> {
         out,
         base_initrd: base,
         accel,
+        label: label.to_string(),
+        cmdline,
     })
 }
 
@@ -220,7 +251,7 @@ fn run_kunit(env: &Env) -> Res<ktap::Summary> {
         kernel: env.out.join("bzImage"),
         initrds: vec![env.base_initrd.clone(), extra],
         // KTAP is printed at KERN_INFO.
-        cmdline: vec!["loglevel=7".into()],
+        cmdline: with_extra_cmdline(env, vec!["loglevel=7".into()]),
         qemu_args: vec![],
         accel: env.accel,
         timeout: Duration::from_secs(300),
@@ -283,15 +314,38 @@ fn cmd_test(args: &[String]) -> Res<bool> {
         }
         i += 1;
     }
-    let env = setup()?;
-    println!("accelerator: {}", env.accel.name());
     let mut t = Tally {
         passed: 0,
         failed: Vec::new(),
     };
-    if kunit && only.as_deref().is_none_or(|o| o == "kunit") {
+    let mut profiles = vec![setup()?];
+    // The debug profile (KFENCE, SLUB debugging, kmemleak, lockdep, ...) runs everything
+    // again when its kernel was built (`VCON_DEBUG_OUT`, set by `make test`).
+    if let Some(d) = std::env::var_os("VCON_DEBUG_OUT") {
+        profiles.push(setup_profile(
+            PathBuf::from(d),
+            "debug:",
+            vec!["slub_debug=FZPU".into(), "kfence.sample_interval=1".into()],
+        )?);
+    }
+    println!("accelerator: {}", profiles[0].accel.name());
+    for env in &profiles {
+        run_profile(env, &mut t, &drivers, only.as_deref(), kunit);
+    }
+    println!("{} passed, {} failed", t.passed, t.failed.len());
+    Ok(t.failed.is_empty())
+}
+
+fn run_profile(
+    env: &Env,
+    t: &mut Tally,
+    drivers: &[Driver],
+    only: Option<&str>,
+    kunit: bool,
+) {
+    if kunit && only.is_none_or(|o| o == "kunit") {
         let start = Instant::now();
-        let r = run_kunit(&env).and_then(|s| {
+        let r = run_kunit(env).and_then(|s| {
             println!(
                 "kunit: {} cases passed, {} skipped, {} failed; suites: {}",
                 s.passed,
@@ -317,20 +371,20 @@ fn cmd_test(args: &[String]) -> Res<bool> {
                 Err(format!("failed: {:?}", s.failed))
             }
         });
-        t.record("kunit", &r, start.elapsed().as_secs_f64());
+        t.record(&format!("{}kunit", env.label), &r, start.elapsed().as_secs_f64());
     }
     for s in scenarios::all() {
-        if only.as_deref().is_some_and(|o| o != s.name) {
+        if only.is_some_and(|o| o != s.name) {
             continue;
         }
         let mut outputs = Vec::new();
-        for &d in &drivers {
+        for &d in drivers {
             if s.rust_only && d != Driver::Rust {
                 continue;
             }
             let start = Instant::now();
-            let r = run_scenario(&env, &s, d);
-            let name = format!("{}[{}]", s.name, d.name());
+            let r = run_scenario(env, &s, d);
+            let name = format!("{}{}[{}]", env.label, s.name, d.name());
             t.record(
                 &name,
                 &r.as_ref().map(|_| ()).map_err(Clone::clone),
@@ -358,11 +412,36 @@ fn cmd_test(args: &[String]) -> Res<bool> {
                     outputs[1].1.len()
                 ))
             };
-            t.record(&format!("{}[c==rust]", s.name), &r, 0.0);
+            t.record(&format!("{}{}[c==rust]", env.label, s.name), &r, 0.0);
         }
     }
-    println!("{} passed, {} failed", t.passed, t.failed.len());
-    Ok(t.failed.is_empty())
+}
+
+fn cmd_bench(args: &[String]) -> Res<bool> {
+    let reps = args
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let env = setup()?;
+    let make_cfg = |d: Driver, script: String| -> VmConfig {
+        let extra = scenario_initrd(&env.out, &format!("bench-{}", d.name()), &script)
+            .unwrap_or_default();
+        VmConfig {
+            kernel: env.out.join("bzImage"),
+            initrds: vec![env.base_initrd.clone(), extra],
+            cmdline: with_extra_cmdline(
+                &env,
+                vec![format!("vcon_driver={}", d.name()), "kunit.enable=0".into()],
+            ),
+            qemu_args: vec![],
+            accel: env.accel,
+            timeout: Duration::from_secs(900),
+            mem: 512,
+        }
+    };
+    bench::run(&make_cfg, env.accel, reps, &env.out.join("bench"))
 }
 
 fn cmd_run(args: &[String]) -> Res<bool> {
@@ -494,6 +573,7 @@ fn main() {
         Some("test") => cmd_test(&args[1..]),
         Some("kunit") => cmd_test(&["--only".into(), "kunit".into()]),
         Some("run") => cmd_run(&args[1..]),
+        Some("bench") => cmd_bench(&args[1..]),
         Some("list") => {
             for s in scenarios::all() {
                 println!("{:32} {}", s.name, s.about);

@@ -327,15 +327,21 @@ impl Drop for Vm {
 
 /// Kernel log lines that mean the kernel is unhappy, whatever the test says.
 pub fn kernel_trouble(log: &[String]) -> Vec<String> {
-    const BAD: [&str; 8] = [
+    const BAD: [&str; 14] = [
         "WARNING:",
         "BUG:",
         "Oops",
         "Kernel panic",
         "general protection fault",
-        "kmemleak:",
+        "suspected memory leak",
+        "unreferenced object",
         "UBSAN:",
         "rust_panic",
+        "panicked at",
+        "ODEBUG:",
+        "possible circular locking",
+        "inconsistent lock state",
+        "invalid context",
     ];
     log.iter()
         .filter(|l| BAD.iter().any(|b| l.contains(b)))

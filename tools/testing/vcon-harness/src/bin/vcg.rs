@@ -125,6 +125,14 @@ fn fnv(mut h: u64, data: &[u8]) -> u64 {
 
 const FNV_INIT: u64 = 0xcbf29ce484222325;
 
+/// Busy guest CPU time in jiffies (user, nice, system, irq, softirq of all CPUs).
+fn cpu_jiffies() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or("");
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    [0usize, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let cmd = args.get(1).map(String::as_str).unwrap_or("");
@@ -318,6 +326,108 @@ fn main() {
                         }
                     }
                     println!("@@ {tag} received {got} {h:016x}");
+                    // SAFETY: fd is ours.
+                    unsafe { close(fd) };
+                }
+                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+            }
+        }
+        // bench-g2h TAG PATH SIZE TOTAL: write TOTAL bytes in SIZE-byte writes; report time
+        // and guest CPU jiffies.
+        "bench-g2h" => {
+            let size: usize = arg(4).parse().unwrap_or(4096).max(1);
+            let total: usize = arg(5).parse().unwrap_or(1 << 20);
+            match sys_open(&arg(3), libc_consts::O_RDWR) {
+                Ok(fd) => {
+                    let buf = vec![0x5au8; size];
+                    let cpu0 = cpu_jiffies();
+                    let t0 = std::time::Instant::now();
+                    let mut left = total;
+                    let mut err = None;
+                    while left > 0 {
+                        let n = left.min(size);
+                        match sys_write(fd, &buf[..n]) {
+                            Ok(k) => left -= k,
+                            Err(e) if e == libc_consts::EINTR => {}
+                            Err(e) => {
+                                err = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    let ns = t0.elapsed().as_nanos();
+                    let cpu = cpu_jiffies() - cpu0;
+                    match err {
+                        None => println!("@@ {tag} {total} {ns} {cpu}"),
+                        Some(e) => println!("@@ {tag} err {}", errno_name(e)),
+                    }
+                    // SAFETY: fd is ours.
+                    unsafe { close(fd) };
+                }
+                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+            }
+        }
+        // bench-h2g TAG PATH TOTAL: announce, then read TOTAL bytes; time from the first byte.
+        "bench-h2g" => {
+            let total: usize = arg(4).parse().unwrap_or(1 << 20);
+            match sys_open(&arg(3), libc_consts::O_RDWR) {
+                Ok(fd) => {
+                    println!("@@ {tag}-ready");
+                    let _ = std::io::stdout().flush();
+                    let mut buf = vec![0u8; 65536];
+                    let mut got = 0;
+                    let mut t0 = None;
+                    let mut cpu0 = 0;
+                    while got < total {
+                        match sys_read(fd, &mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if t0.is_none() {
+                                    t0 = Some(std::time::Instant::now());
+                                    cpu0 = cpu_jiffies();
+                                }
+                                got += n;
+                            }
+                            Err(e) if e == libc_consts::EINTR => {}
+                            Err(_) => break,
+                        }
+                    }
+                    let ns = t0.map_or(0, |t| t.elapsed().as_nanos());
+                    let cpu = cpu_jiffies() - cpu0;
+                    println!("@@ {tag} {got} {ns} {cpu}");
+                    // SAFETY: fd is ours.
+                    unsafe { close(fd) };
+                }
+                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+            }
+        }
+        // bench-ping TAG PATH N: N one-byte round trips with a host that echoes; median and
+        // 99th percentile in ns.
+        "bench-ping" => {
+            let n: usize = arg(4).parse().unwrap_or(1000).max(1);
+            match sys_open(&arg(3), libc_consts::O_RDWR) {
+                Ok(fd) => {
+                    let mut lat = Vec::with_capacity(n);
+                    let mut b = [0u8; 1];
+                    for _ in 0..n {
+                        let t0 = std::time::Instant::now();
+                        if sys_write(fd, b"p").is_err() {
+                            break;
+                        }
+                        loop {
+                            match sys_read(fd, &mut b) {
+                                Ok(1) => break,
+                                Ok(_) => {}
+                                Err(e) if e == libc_consts::EINTR => {}
+                                Err(_) => break,
+                            }
+                        }
+                        lat.push(t0.elapsed().as_nanos());
+                    }
+                    lat.sort_unstable();
+                    let med = lat.get(lat.len() / 2).copied().unwrap_or(0);
+                    let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or(0);
+                    println!("@@ {tag} {} {med} {p99}", lat.len());
                     // SAFETY: fd is ours.
                     unsafe { close(fd) };
                 }

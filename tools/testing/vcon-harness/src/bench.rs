@@ -1,0 +1,367 @@
+//! `make bench`: the same guest, QEMU command line and host program for the C reference and
+//! the Rust driver, runs alternated, medians and spreads, a table, a CSV and an SVG chart.
+//!
+//! Timings come from the guest's monotonic clock (`vcg bench-*`) except hotplug, which the
+//! host times from the first QMP `device_add` to the guest reporting every node.
+
+use crate::scenarios::Driver;
+use crate::vm::{Accel, Res, Vm, VmConfig};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Write sizes and the bytes moved at each, per direction.
+pub const SIZES: [(usize, usize); 5] = [
+    (1, 64 << 10),
+    (64, 2 << 20),
+    (4096, 32 << 20),
+    (32768, 64 << 20),
+    (1 << 20, 64 << 20),
+];
+const PINGS: usize = 2000;
+const HVC_BYTES: usize = 4 << 20;
+const HOTPLUG_PORTS: u32 = 30;
+
+/// One measured value of one run.
+type Sample = BTreeMap<String, f64>;
+
+fn guest_script() -> String {
+    let mut s = String::from(concat!(
+        "load_driver\nfor p in 1 2 3; do wait_for /dev/vport0p$p; done\nwait_for /dev/hvc0\n",
+        "for p in 0 1 2 3; do until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p$p; do sleep 0.1; done; done\n",
+    ));
+    for (size, total) in SIZES {
+        s.push_str(&format!("vcg bench-g2h g2h-{size} /dev/vport0p1 {size} {total}\n"));
+    }
+    for (size, total) in SIZES {
+        s.push_str(&format!("vcg bench-h2g h2g-{size} /dev/vport0p2 {total}\n"));
+    }
+    s.push_str(&format!("vcg bench-ping ping /dev/vport0p3 {PINGS}\n"));
+    s.push_str(&format!("vcg bench-g2h hvc /dev/hvc0 4096 {HVC_BYTES}\n"));
+    s.push_str(concat!(
+        "used() { awk '/^MemTotal/{t=$2} /^MemFree/{f=$2} END{print t-f}' /proc/meminfo; }\n",
+        "sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; echo \"@@ mem0 $(used)\"\n",
+    ));
+    s.push_str(&format!(
+        "i=0; while [ $(ls /dev | grep -c '^vport1p') -lt {HOTPLUG_PORTS} ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\n"
+    ));
+    s.push_str("sleep 0.5; echo \"@@ hp-up $(used)\"\n");
+    s.push_str("i=0; while [ $(ls /dev | grep -c '^vport1p') -gt 0 ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\necho '@@ hp-down'\n");
+    s
+}
+
+fn qemu_args() -> Vec<String> {
+    let mut q = vec!["-device".into(), "virtio-serial-pci,id=vser0".into()];
+    q.push("-chardev".into());
+    q.push("socket,id=con0,path=@DIR@/con0.sock,server=on,wait=off".into());
+    q.push("-device".into());
+    q.push("virtconsole,bus=vser0.0,chardev=con0,nr=0".into());
+    for p in 1..=3 {
+        q.push("-chardev".into());
+        q.push(format!("socket,id=p{p},path=@DIR@/p{p}.sock,server=on,wait=off"));
+        q.push("-device".into());
+        q.push(format!("virtserialport,bus=vser0.0,chardev=p{p},nr={p}"));
+    }
+    q.push("-device".into());
+    q.push("virtio-serial-pci,id=vser1".into());
+    q
+}
+
+fn drain(mut s: std::os::unix::net::UnixStream) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+}
+
+fn parse3(r: &str) -> Res<(f64, f64, f64)> {
+    let v: Vec<f64> = r.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 3 {
+        return Err(format!("bad result {r:?}"));
+    }
+    Ok((v[0], v[1], v[2]))
+}
+
+/// One boot running every workload.
+fn run_once(cfg: &VmConfig) -> Res<Sample> {
+    let mut vm = Vm::start(cfg)?;
+    vm.wait_line("@@BOOTED", |l| (l.trim() == "@@BOOTED").then_some(()))?;
+    let mut out = Sample::new();
+    drain(vm.connect("p1")?);
+    drain(vm.connect("con0")?);
+    let mut h2g = vm.connect("p2")?;
+    let echo = vm.connect("p3")?;
+    std::thread::spawn(move || {
+        let mut w = match echo.try_clone() {
+            Ok(w) => w,
+            Err(_) => return,
+        };
+        let mut r = echo;
+        let mut b = [0u8; 64];
+        while let Ok(n) = r.read(&mut b) {
+            if n == 0 || w.write_all(&b[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    // /proc/stat counts in USER_HZ, always 100.
+    let hz = 100.0;
+    for (size, _) in SIZES {
+        let (bytes, ns, cpu) = parse3(&vm.result(&format!("g2h-{size}"))?)?;
+        out.insert(format!("g2h_{size}"), bytes / (ns / 1e9) / 1048576.0);
+        out.insert(format!("g2h_cpu_{size}"), cpu / hz * 1000.0 / (bytes / 1048576.0));
+    }
+    for (size, total) in SIZES {
+        vm.result(&format!("h2g-{size}-ready"))?;
+        let chunk = vec![0xa5u8; size];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(size);
+            h2g.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
+            left -= n;
+        }
+        let (bytes, ns, cpu) = parse3(&vm.result(&format!("h2g-{size}"))?)?;
+        out.insert(format!("h2g_{size}"), bytes / (ns / 1e9) / 1048576.0);
+        out.insert(format!("h2g_cpu_{size}"), cpu / hz * 1000.0 / (bytes / 1048576.0));
+    }
+    let (_, med, p99) = parse3(&vm.result("ping")?)?;
+    out.insert("ping_median_us".into(), med / 1000.0);
+    out.insert("ping_p99_us".into(), p99 / 1000.0);
+    let (bytes, ns, _) = parse3(&vm.result("hvc")?)?;
+    out.insert("hvc".into(), bytes / (ns / 1e9) / 1048576.0);
+    let mem0: f64 = vm.result("mem0")?.trim().parse().map_err(|_| "mem0")?;
+    let t0 = Instant::now();
+    for nr in 1..=HOTPLUG_PORTS {
+        vm.qmp(&format!(
+            r#"{{"execute":"chardev-add","arguments":{{"id":"h{nr}","backend":{{"type":"null","data":{{}}}}}}}}"#
+        ))?;
+        vm.qmp(&format!(
+            r#"{{"execute":"device_add","arguments":{{"driver":"virtserialport","bus":"vser1.0","nr":{nr},"chardev":"h{nr}","id":"hp{nr}"}}}}"#
+        ))?;
+    }
+    let up: f64 = vm.result("hp-up")?.trim().parse().map_err(|_| "hp-up")?;
+    let plug = t0.elapsed();
+    out.insert("mem_per_port_kib".into(), (up - mem0) / HOTPLUG_PORTS as f64);
+    let t1 = Instant::now();
+    for nr in 1..=HOTPLUG_PORTS {
+        vm.qmp(&format!(r#"{{"execute":"device_del","arguments":{{"id":"hp{nr}"}}}}"#))?;
+    }
+    vm.result("hp-down")?;
+    // The 0.5 s settle time before `hp-up` is not part of the plug time.
+    out.insert(
+        "hotplug_30_ms".into(),
+        (plug.as_secs_f64() - 0.5) * 1000.0 + t1.elapsed().as_secs_f64() * 1000.0,
+    );
+    let log = vm.finish()?;
+    let trouble = crate::vm::kernel_trouble(&log);
+    if !trouble.is_empty() {
+        return Err(format!("kernel reported problems: {trouble:?}"));
+    }
+    Ok(out)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[v.len() / 2]
+}
+
+/// Whether a larger value is better for a metric.
+fn higher_is_better(k: &str) -> bool {
+    !(k.contains("cpu") || k.contains("ping") || k.contains("mem") || k.contains("hotplug"))
+}
+
+/// Runs `reps` alternated boots per driver and writes the report into `dir`.
+pub fn run(
+    make_cfg: &dyn Fn(Driver, String) -> VmConfig,
+    accel: Accel,
+    reps: usize,
+    dir: &Path,
+) -> Res<bool> {
+    let script = guest_script();
+    let mut results: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
+    for rep in 0..reps {
+        // C first on even repetitions, Rust first on odd ones.
+        let order = if rep % 2 == 0 {
+            [Driver::C, Driver::Rust]
+        } else {
+            [Driver::Rust, Driver::C]
+        };
+        for d in order {
+            let start = Instant::now();
+            let mut cfg = make_cfg(d, script.clone());
+            cfg.qemu_args = qemu_args();
+            cfg.timeout = Duration::from_secs(900);
+            let s = run_once(&cfg).map_err(|e| format!("{} run {rep}: {e}", d.name()))?;
+            eprintln!(
+                "  run {}/{reps} {:4} {:.0}s",
+                rep + 1,
+                d.name(),
+                start.elapsed().as_secs_f64()
+            );
+            results.entry(d.name()).or_default().push(s);
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let keys: Vec<String> = results["c"][0].keys().cloned().collect();
+    let mut csv = String::from("metric,unit,c_median,c_min,c_max,rust_median,rust_min,rust_max,ratio\n");
+    println!("accelerator: {}; {reps} runs per driver, alternated; median [min..max]", accel.name());
+    println!("{:22} {:>8} {:>26} {:>26} {:>7}", "metric", "unit", "C", "Rust", "Rust/C");
+    let mut ok = true;
+    let mut summary = BTreeMap::new();
+    for k in &keys {
+        let col = |d: &str| -> (f64, f64, f64) {
+            let mut v: Vec<f64> = results[d].iter().filter_map(|s| s.get(k).copied()).collect();
+            let m = median(&mut v);
+            (m, v.first().copied().unwrap_or(0.0), v.last().copied().unwrap_or(0.0))
+        };
+        let (cm, cmin, cmax) = col("c");
+        let (rm, rmin, rmax) = col("rust");
+        let unit = if k.contains("cpu") {
+            "ms/MiB"
+        } else if k.contains("ping") {
+            "us"
+        } else if k.contains("mem") {
+            "KiB"
+        } else if k.contains("hotplug") {
+            "ms"
+        } else {
+            "MiB/s"
+        };
+        // Ratio >= 1 means Rust is better, whatever the direction of the metric.
+        let ratio = if higher_is_better(k) {
+            if cm > 0.0 { rm / cm } else { 0.0 }
+        } else if rm > 0.0 {
+            cm / rm
+        } else {
+            1.0
+        };
+        summary.insert(k.clone(), (cm, rm));
+        // Worse than C beyond the spread of both?
+        let worse = if higher_is_better(k) { rmax < cmin } else { rmin > cmax };
+        if worse {
+            ok = false;
+        }
+        println!(
+            "{k:22} {unit:>8} {:>9.2} [{:>6.2}..{:>6.2}] {:>9.2} [{:>6.2}..{:>6.2}] {ratio:>6.2}{}",
+            cm,
+            cmin,
+            cmax,
+            rm,
+            rmin,
+            rmax,
+            if worse { " worse" } else { "" }
+        );
+        csv.push_str(&format!("{k},{unit},{cm},{cmin},{cmax},{rm},{rmin},{rmax},{ratio}\n"));
+    }
+    std::fs::write(dir.join("bench.csv"), csv).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("throughput.svg"), svg(&summary)).map_err(|e| e.to_string())?;
+    println!("wrote {}/bench.csv and {}/throughput.svg", dir.display(), dir.display());
+    Ok(ok)
+}
+
+/// Throughput against write size, both directions, both drivers, log-log axes.
+fn svg(m: &BTreeMap<String, (f64, f64)>) -> String {
+    let (w, h, l, b, t, r) = (720.0, 420.0, 70.0, 50.0, 40.0, 170.0);
+    let pw = w - l - r;
+    let ph = h - t - b;
+    let xs: Vec<f64> = SIZES.iter().map(|(s, _)| (*s as f64).log10()).collect();
+    let (xmin, xmax) = (0.0, 6.1);
+    let mut ymax: f64 = 1.0;
+    for (k, (c, rr)) in m {
+        if k.starts_with("g2h_") && !k.contains("cpu") || k.starts_with("h2g_") && !k.contains("cpu") {
+            ymax = ymax.max(*c).max(*rr);
+        }
+    }
+    let (ylo, yhi) = (-2.0f64, ymax.log10().ceil());
+    let px = |x: f64| l + (x - xmin) / (xmax - xmin) * pw;
+    let py = |y: f64| t + ph - (y.max(1e-2).log10() - ylo) / (yhi - ylo) * ph;
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="22" font-size="15">virtio console throughput against write size (median)</text>
+<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="black"/>
+"#,
+        l,
+        t + ph,
+        l + pw,
+        t + ph,
+        t + ph
+    );
+    for (i, (size, _)) in SIZES.iter().enumerate() {
+        let label = match size {
+            1 => "1 B".to_string(),
+            64 => "64 B".to_string(),
+            n if *n >= 1 << 20 => format!("{} MiB", n >> 20),
+            n => format!("{} KiB", n >> 10),
+        };
+        s.push_str(&format!(
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
+            px(xs[i]),
+            t + ph + 18.0
+        ));
+        s.push('\n');
+    }
+    let mut e = ylo as i32;
+    while e as f64 <= yhi {
+        let y = py(10f64.powi(e));
+        s.push_str(&format!(
+            r##"<line x1="{l}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>
+"##,
+            l + pw,
+            l - 6.0,
+            y + 4.0,
+            10f64.powi(e)
+        ));
+        e += 1;
+    }
+    s.push_str(&format!(
+        r#"<text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">MiB/s</text>
+"#,
+        t + ph / 2.0,
+        t + ph / 2.0
+    ));
+    let series = [
+        ("g2h_", 0usize, "#1f77b4", "guest→host C", "6 4"),
+        ("g2h_", 1, "#1f77b4", "guest→host Rust", ""),
+        ("h2g_", 0, "#d62728", "host→guest C", "6 4"),
+        ("h2g_", 1, "#d62728", "host→guest Rust", ""),
+    ];
+    for (n, (prefix, which, color, name, dash)) in series.iter().enumerate() {
+        let pts: Vec<String> = SIZES
+            .iter()
+            .enumerate()
+            .map(|(i, (size, _))| {
+                let v = m.get(&format!("{prefix}{size}")).map_or(0.0, |p| if *which == 0 { p.0 } else { p.1 });
+                format!("{:.1},{:.1}", px(xs[i]), py(v))
+            })
+            .collect();
+        s.push_str(&format!(
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>
+<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{:.1}" y="{:.1}">{name}</text>
+"#,
+            pts.join(" "),
+            w - r + 10.0,
+            t + 20.0 + n as f64 * 20.0,
+            w - r + 40.0,
+            t + 20.0 + n as f64 * 20.0,
+            w - r + 46.0,
+            t + 24.0 + n as f64 * 20.0
+        ));
+    }
+    s.push_str(&format!(
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">write size</text>
+</svg>
+"#,
+        l + pw / 2.0,
+        h - 8.0
+    ));
+    s
+}
