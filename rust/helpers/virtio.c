@@ -75,3 +75,8 @@ __rust_helper u32 rust_helper_virtio32_to_cpu(struct virtio_device *vdev, u32 va
 {
 	return virtio32_to_cpu(vdev, (__force __virtio32)val);
 }
+
+__rust_helper void rust_helper_virtio_synchronize_cbs(struct virtio_device *vdev)
+{
+	virtio_synchronize_cbs(vdev);
+}

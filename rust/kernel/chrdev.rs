@@ -260,11 +260,12 @@ impl<T: FileOperations> Cdev<T> {
 
 impl<T: FileOperations> Drop for Cdev<T> {
     fn drop(&mut self) {
+        // Forget the open data first: `cdev_del` may free the cdev, and a new cdev at the same
+        // address must not find our entry. Opens in progress hold the table lock while they
+        // take their own reference; later opens of this cdev fail with `ENXIO`.
+        Self::forget(self.cdev);
         // SAFETY: By the type invariant; `cdev_del` drops our reference, open files keep theirs.
         unsafe { bindings::cdev_del(self.cdev.as_ptr()) };
-        // After this no open can find `data`; opens in progress hold the table lock while
-        // they take their own reference.
-        Self::forget(self.cdev);
     }
 }
 

@@ -10,14 +10,14 @@
 //!
 //! The C callbacks identify a terminal only by its vtermno, so this module keeps a table from
 //! vtermno to backend. An entry lives exactly as long as its [`Registration`]: it is added before
-//! `hvc_alloc()` and removed after `hvc_remove()`, and callbacks run with the table locked, so a
+//! `hvc_alloc()` and removed after `hvc_remove()`, which waits for callbacks in flight, so a
 //! callback can never reach a backend that is gone.
 //!
 //! # Lock order
 //!
-//! `hp->lock` (held by the hvc core around `put_chars`/`get_chars`) nests outside the table lock,
-//! which nests outside whatever the backend takes. Backends must not call into hvc from
-//! [`Operations`] methods.
+//! `hp->lock` (held by the hvc core around `put_chars`/`get_chars`) nests outside whatever the
+//! backend takes; the table lock is a leaf. Backends must not call into hvc from [`Operations`]
+//! methods.
 
 use crate::{
     bindings,
@@ -202,14 +202,22 @@ impl<T: Operations> Drop for Registration<T> {
     }
 }
 
-/// Runs `f` on the backend of `vtermno` with the table locked.
+/// Runs `f` on the backend of `vtermno`.
+///
+/// The table lock is only held for the lookup, so a backend that prints (and so re-enters the
+/// console) cannot deadlock on it.
 fn with_ops<R>(vtermno: u32, f: impl FnOnce(&dyn Operations) -> R) -> Option<R> {
     let table = TABLE.as_ref()?;
-    let entries = table.lock();
-    let entry = entries.iter().find(|e| e.vtermno == vtermno)?;
-    // SAFETY: The entry exists, so its `Registration` and the `Arc` it holds are alive; they
-    // cannot go away while we hold the table lock.
-    Some(f(unsafe { entry.ops.as_ref() }))
+    let ops = {
+        let entries = table.lock();
+        entries.iter().find(|e| e.vtermno == vtermno)?.ops
+    };
+    // SAFETY: The hvc core calls `get_chars` and `put_chars` with `hp->lock` held, or, for
+    // console output, with `console_lock` held; `hvc_remove` takes both before it returns, and
+    // `Registration::drop` releases the backend only after `hvc_remove` returned. The entry
+    // existed, so its registration had not returned from `hvc_remove` when this callback
+    // began: the backend outlives the call.
+    Some(f(unsafe { ops.as_ref() }))
 }
 
 extern "C" fn get_chars(vtermno: u32, buf: *mut u8, count: usize) -> isize {

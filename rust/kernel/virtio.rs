@@ -212,10 +212,15 @@ impl Device {
         unsafe { bindings::virtio_device_ready(self.as_raw()) }
     }
 
-    /// Resets the device: it stops using the queues and raising interrupts.
+    /// Resets the device: it stops using the queues and raising interrupts, and callbacks
+    /// already running have finished when this returns.
     pub fn reset(&self) {
         // SAFETY: By the type invariant `self.as_raw()` is valid.
-        unsafe { bindings::virtio_reset_device(self.as_raw()) }
+        unsafe { bindings::virtio_reset_device(self.as_raw()) };
+        // Not every transport's reset waits for callbacks in flight (virtio-pci does,
+        // virtio-mmio does not); make sure they are done.
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio_synchronize_cbs(self.as_raw()) };
     }
 
     /// Marks every queue of the device broken, so no further buffers are used.
@@ -557,9 +562,10 @@ impl<T: Driver> Registration<T> {
         let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
         // SAFETY: See above.
         let state = unsafe { &*raw };
-        // Unpublish the data first, so no new callback reaches the driver, then reset: the
-        // transport's reset waits for callbacks in flight, so `remove` gets the last reference
-        // the callbacks held and no driver object is ever dropped in interrupt context.
+        // Unpublish the data first, so no new callback reaches the driver, then reset, which
+        // also waits for callbacks in flight (`Device::reset`): `remove` gets the last
+        // reference the callbacks held and no driver object is ever dropped in interrupt
+        // context.
         let data = state.data.lock().0.take();
         dev.reset();
         if let Some(data) = data {

@@ -17,8 +17,9 @@ pub(crate) const BAD_ID: u32 = u32::MAX;
 /// The largest `max_nr_ports` the driver accepts (the C driver's `VIRTCONS_MAX_PORTS`).
 pub(crate) const MAX_PORTS: u32 = 0x8000;
 
-/// Longest port name kept; longer names are cut (sysfs shows at most a page anyway).
-pub(crate) const MAX_NAME_LEN: usize = 255;
+/// Longest port name kept: what fits in a control buffer (a page) after the header, as in
+/// the C driver.
+pub(crate) const MAX_NAME_LEN: usize = 4096 - HEADER_LEN;
 
 /// The control events the guest sends (`VIRTIO_CONSOLE_*` in
 /// `include/uapi/linux/virtio_console.h`); the host's are decoded into [`HostMessage`].
@@ -57,8 +58,6 @@ pub(crate) enum Invalid {
     Short { len: usize },
     /// A `RESIZE` without its 4-byte payload.
     ShortResize { len: usize },
-    /// A `PORT_NAME` with an empty name.
-    EmptyName,
 }
 
 impl kernel::fmt::Display for Invalid {
@@ -68,7 +67,6 @@ impl kernel::fmt::Display for Invalid {
             Invalid::ShortResize { len } => {
                 write!(f, "resize message of {len} bytes has no size")
             }
-            Invalid::EmptyName => write!(f, "port name is empty"),
         }
     }
 }
@@ -115,11 +113,10 @@ pub(crate) fn decode<'a>(
                 .iter()
                 .position(|&b| b == 0)
                 .unwrap_or(payload.len());
-            let name = &payload[..end.min(MAX_NAME_LEN)];
-            if name.is_empty() {
-                return Err(Invalid::EmptyName);
+            HostMessage::PortName {
+                id,
+                name: &payload[..end.min(MAX_NAME_LEN)],
             }
-            HostMessage::PortName { id, name }
         }
         event => HostMessage::Ignored { id, event },
     })
@@ -301,11 +298,11 @@ mod tests {
         );
         assert_eq!(
             decode(&msg(1, 7, 1, b""), le16, le32),
-            Err(Invalid::EmptyName)
+            Ok(HostMessage::PortName { id: 1, name: b"" })
         );
         assert_eq!(
             decode(&msg(1, 7, 1, b"\0"), le16, le32),
-            Err(Invalid::EmptyName)
+            Ok(HostMessage::PortName { id: 1, name: b"" })
         );
     }
 

@@ -20,8 +20,14 @@ pub(crate) struct Snapshot<'a> {
 /// Writes the nine lines.
 pub(crate) fn write(s: &Snapshot<'_>, f: &mut dyn Write) -> fmt::Result {
     f.write_str("name: ")?;
-    for &b in s.name {
-        f.write_char(b as char)?;
+    // Names are bytes from the host; UTF-8 ones (all real ones) come out as they are.
+    match core::str::from_utf8(s.name) {
+        Ok(name) => f.write_str(name)?,
+        Err(_) => {
+            for &b in s.name {
+                f.write_char(if b.is_ascii() { b as char } else { '?' })?;
+            }
+        }
     }
     writeln!(f)?;
     writeln!(f, "guest_connected: {}", u8::from(s.guest_connected))?;

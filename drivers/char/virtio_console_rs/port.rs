@@ -9,10 +9,11 @@ use crate::{
 };
 use kernel::{
     chrdev::{band, FasyncQueue},
-    new_mutex, new_poll_condvar, new_spinlock_irq,
+    new_poll_condvar, new_spinlock_irq,
     prelude::*,
     str::CString,
-    sync::{aref::ARef, poll::PollCondVar, Arc, Mutex, SpinLockIrq, SpinLockIrqGuard},
+    sync::{aref::ARef, poll::PollCondVar, Arc, SpinLockIrq, SpinLockIrqGuard},
+    time::{delay::fsleep, Delta},
     virtio::{self, Buffer, Virtqueue},
 };
 
@@ -21,6 +22,12 @@ pub(crate) const RX_BUF_SIZE: usize = kernel::page::PAGE_SIZE;
 
 /// Most bytes one `write()` queues, as in the C driver.
 pub(crate) const MAX_WRITE: usize = 32 * 1024;
+
+/// Tries (100 us apart) to queue a control message while the ring is full.
+const CONTROL_TRIES: u32 = 10_000;
+
+/// Console writes retried (`EAGAIN`) while the transmit ring is full before output is dropped.
+const CONSOLE_TRIES: u32 = 100_000;
 
 /// What a port needs of its device to talk to the host; shared by all ports of a device.
 #[pin_data]
@@ -58,9 +65,10 @@ impl DeviceLink {
 
     /// Sends a control message to the host. Does nothing without multiport.
     ///
-    /// The C driver busy-waits until the host returns each message; we do not wait at all:
-    /// the ring keeps the messages in order, and used ones are reclaimed on the next send.
-    /// Process or atomic context.
+    /// The C driver busy-waits until the host returns each message; we only wait while the
+    /// ring is full (the ring keeps the messages in order, and used ones are reclaimed on the
+    /// next send), sleeping between tries and giving up after about a second with a warning,
+    /// so a host that stops consuming cannot hang the guest. Process context.
     pub(crate) fn send_control(&self, id: u32, event: Event, value: u16) {
         let Some(vq) = &self.c_ovq else {
             return;
@@ -78,20 +86,31 @@ impl DeviceLink {
         };
         buf.as_mut_full().copy_from_slice(&msg);
         buf.set_len(msg.len());
-        let mut q = vq.lock();
-        while q.get_buf().is_some() {}
-        match q.add_outbuf(buf) {
-            Ok(()) => {
-                q.kick();
-            }
-            Err(e) if e.error == ENODEV => {}
-            Err(e) => {
-                self.warn(fmt!(
-                    "control message {:?} for port {} dropped ({:?})",
-                    event,
-                    id,
-                    e.error
-                ));
+        let mut tries = 0;
+        loop {
+            let mut q = vq.lock();
+            while q.get_buf().is_some() {}
+            match q.add_outbuf(buf) {
+                Ok(()) => {
+                    q.kick();
+                    return;
+                }
+                Err(e) if e.error == ENOSPC && tries < CONTROL_TRIES && !q.is_broken() => {
+                    drop(q);
+                    buf = e.buf;
+                    tries += 1;
+                    fsleep(Delta::from_micros(100));
+                }
+                Err(e) if e.error == ENODEV => return,
+                Err(e) => {
+                    self.warn(fmt!(
+                        "control message {:?} for port {} dropped ({:?})",
+                        event,
+                        id,
+                        e.error
+                    ));
+                    return;
+                }
             }
         }
     }
@@ -110,7 +129,7 @@ pub(crate) struct PortState {
     /// The receive buffer being consumed and how much of it was read; `None` when the next one
     /// must come from the receive queue.
     inbuf: Option<(KBox<Buffer>, usize)>,
-    /// A reader has taken `inbuf` out to copy it to user space (with `reader` held).
+    /// A reader has taken `inbuf` out to copy it to user space; other readers wait.
     reading: bool,
     /// A file (or the console) has the port open.
     pub(crate) guest_connected: bool,
@@ -124,6 +143,10 @@ pub(crate) struct PortState {
     pub(crate) vtermno: u32,
     /// The name from `PORT_NAME`, set once.
     pub(crate) name: Option<CString>,
+    /// Console writes refused in a row because the transmit ring was full.
+    console_full_tries: u32,
+    /// Console bytes dropped because the host did not consume them.
+    pub(crate) console_dropped: u64,
     pub(crate) stats: Stats,
 }
 
@@ -134,7 +157,8 @@ pub(crate) struct PortState {
 /// - `state` is an IRQ-safe spinlock: it is taken from the queue interrupts (hard IRQ), from
 ///   hvc's `put_chars`/`get_chars` (atomic) and from process context. While holding it the
 ///   port's queue locks may be taken (`state` → `in_vq`/`out_vq`), never the other way round.
-/// - `reader` serialises readers in process context; it is taken before `state`.
+/// - Readers are serialised by `PortState::reading`: one reader at a time copies to user space
+///   without the spinlock; the others wait on `waitq` (or get `EAGAIN`).
 /// - `waitq` is woken whenever anything a reader, writer or poller waits on changes.
 #[pin_data]
 pub(crate) struct Port {
@@ -144,8 +168,6 @@ pub(crate) struct Port {
     pub(crate) out_vq: Arc<Virtqueue>,
     #[pin]
     pub(crate) state: SpinLockIrq<PortState>,
-    #[pin]
-    reader: Mutex<()>,
     #[pin]
     pub(crate) waitq: PollCondVar,
     pub(crate) fasync: FasyncQueue,
@@ -179,9 +201,10 @@ impl Port {
                     unplugged: false,
                     vtermno: 0,
                     name: None,
+                    console_full_tries: 0,
+                    console_dropped: 0,
                     stats: Stats::default(),
                 }),
-                reader <- new_mutex!(()),
                 waitq <- new_poll_condvar!("virtio_console_rs::Port::waitq"),
                 fasync: FasyncQueue::new(),
             }),
@@ -248,7 +271,13 @@ impl Port {
     }
 
     /// Drops all buffered input, counting it as discarded, and gives the buffers back.
+    ///
+    /// Does nothing once the port is unplugged: its queues may belong to a re-plugged port with
+    /// the same id by now (the C driver checks `port->portdev` for the same reason).
     pub(crate) fn discard_input(&self, st: &mut PortState) {
+        if st.unplugged {
+            return;
+        }
         if let Some((buf, off)) = st.inbuf.take() {
             st.stats.bytes_discarded += (buf.len() - off) as u64;
             self.requeue(buf);
@@ -265,6 +294,9 @@ impl Port {
 
     /// Frees transmit buffers the host has consumed.
     pub(crate) fn reclaim_tx(&self, st: &mut PortState) {
+        if st.unplugged {
+            return;
+        }
         let mut q = self.out_vq.lock();
         while q.get_buf().is_some() {
             st.outvq_full = false;
@@ -286,8 +318,18 @@ impl Port {
         nonblock: bool,
     ) -> Result<ReadReady> {
         loop {
-            if st.unplugged {
+            if st.unplugged || !st.guest_connected {
                 return Err(ENODEV);
+            }
+            if st.reading {
+                // Another reader is copying; wait for it like for data.
+                if nonblock {
+                    return Err(EAGAIN);
+                }
+                if self.waitq.wait_interruptible_freezable(st) {
+                    return Err(ERESTARTSYS);
+                }
+                continue;
             }
             if self.has_data(st) {
                 return Ok(ReadReady::Data);
@@ -307,7 +349,6 @@ impl Port {
     /// Reads at most the rest of one receive buffer (as the C driver does) with `copy`, which
     /// copies to user space and may sleep; returns the bytes read, 0 at end of file.
     pub(crate) fn read(&self, nonblock: bool, copy: impl FnOnce(&[u8]) -> usize) -> Result<usize> {
-        let _reader = self.reader.lock();
         let (buf, off) = {
             let mut st = self.state.lock();
             if !st.guest_connected {
@@ -330,9 +371,11 @@ impl Port {
         if off < buf.len() && !st.unplugged {
             st.inbuf = Some((buf, off));
         } else {
-            drop(st);
             self.requeue(buf);
         }
+        drop(st);
+        // Let a waiting reader go on.
+        self.waitq.notify_all();
         if copied == 0 {
             return Err(EFAULT);
         }
@@ -444,6 +487,9 @@ impl Port {
     pub(crate) fn release(&self) {
         self.send_control(Event::PortOpen, 0);
         let mut st = self.state.lock();
+        if st.unplugged {
+            return;
+        }
         st.guest_connected = false;
         self.discard_input(&mut st);
         self.reclaim_tx(&mut st);
@@ -490,11 +536,11 @@ impl Port {
     pub(crate) fn unplug(&self) {
         let mut st = self.state.lock();
         self.notify_async(&st);
+        self.discard_input(&mut st);
+        self.reclaim_tx(&mut st);
         st.guest_connected = false;
         st.host_connected = false;
         st.unplugged = true;
-        self.discard_input(&mut st);
-        self.reclaim_tx(&mut st);
         drop(st);
         self.waitq.notify_all();
     }
@@ -519,8 +565,13 @@ impl Port {
     }
 
     /// Console output from hvc (atomic context). Never waits for the host: if the ring is
-    /// full, nothing is taken and hvc retries later.
+    /// full, `EAGAIN` makes hvc retry (kernel messages are then retried at once, tty output
+    /// later); after [`CONSOLE_TRIES`] retries in a row the output is dropped and counted in
+    /// `console_dropped`, so a host that stops consuming cannot freeze a CPU.
     pub(crate) fn console_put(&self, data: &[u8]) -> Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
         let mut st = self.state.lock();
         if st.unplugged {
             // Drop output for a port that is going away, so hvc does not spin.
@@ -537,9 +588,18 @@ impl Port {
             Ok(()) => {
                 q.kick();
                 st.stats.bytes_sent += data.len() as u64;
+                st.console_full_tries = 0;
                 Ok(data.len())
             }
-            Err(e) if e.error == ENOSPC => Ok(0),
+            Err(e) if e.error == ENOSPC => {
+                st.console_full_tries += 1;
+                if st.console_full_tries < CONSOLE_TRIES {
+                    return Err(EAGAIN);
+                }
+                st.console_full_tries = 0;
+                st.console_dropped += data.len() as u64;
+                Ok(data.len())
+            }
             // A broken or removed queue will never take the data: drop it.
             Err(_) => Ok(data.len()),
         }

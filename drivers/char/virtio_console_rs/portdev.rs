@@ -10,6 +10,7 @@ use crate::{
     Globals, NameAttr,
 };
 use kernel::{
+    alloc::kvec::PushError,
     chrdev::{Cdev, Region},
     debugfs,
     device_class::{ClassDevice, Uevent},
@@ -40,7 +41,9 @@ struct PortEntry {
     console: Option<hvc::Registration<Port>>,
     vtermno: Option<IdaId>,
     debugfs: Option<Pin<KBox<debugfs::File<Arc<Port>>>>>,
-    classdev: Option<ClassDevice<Port>>,
+    /// Shared so the name can be published without the table lock; only the entry's
+    /// reference is ever the last one, and entries are dropped outside the lock.
+    classdev: Option<Arc<ClassDevice<Port>>>,
     cdev: Option<Cdev<PortFile>>,
 }
 
@@ -398,8 +401,8 @@ impl PortsDevice {
         let (rx, tx) = control::port_queues(id);
         let in_vq = self.vqs.get(rx as usize).ok_or(EINVAL)?.clone();
         let out_vq = self.vqs.get(tx as usize).ok_or(EINVAL)?.clone();
-        let port = Port::new(id, self.link.clone(), in_vq, out_vq)?;
         let devt = self.region.devt(id).ok_or(EINVAL)?;
+        let port = Port::new(id, self.link.clone(), in_vq, out_vq)?;
         let mut entry = PortEntry {
             port: port.clone(),
             console: None,
@@ -408,67 +411,104 @@ impl PortsDevice {
             classdev: None,
             cdev: None,
         };
-        entry.cdev = Some(Cdev::new(
-            devt,
-            port.clone(),
-            kernel::module::this_module::<crate::VirtioConsoleModule>(),
-        )?);
-        let name = CString::try_from_fmt(fmt!("vport{}p{}", self.index, id))?;
-        entry.classdev = Some(ClassDevice::new(
-            &self.globals.class,
-            self.link.vdev.as_ref(),
-            devt,
-            port.clone(),
-            &name,
-        )?);
-        port.fill_rx()?;
-        if !self.multiport {
-            self.attach_console(&mut entry)?;
+        let setup = (|| -> Result {
+            entry.cdev = Some(Cdev::new(
+                devt,
+                port.clone(),
+                kernel::module::this_module::<crate::VirtioConsoleModule>(),
+            )?);
+            let name = CString::try_from_fmt(fmt!("vport{}p{}", self.index, id))?;
+            entry.classdev = Some(Arc::new(
+                ClassDevice::new(
+                    &self.globals.class,
+                    self.link.vdev.as_ref(),
+                    devt,
+                    port.clone(),
+                    &name,
+                )?,
+                GFP_KERNEL,
+            )?);
+            port.fill_rx()?;
+            if !self.multiport {
+                let (reg, vtermno) = self.attach_console(&port)?;
+                entry.console = Some(reg);
+                entry.vtermno = Some(vtermno);
+            }
+            // debugfs is best effort, as in the C driver.
+            entry.debugfs = KBox::pin_init(
+                self.globals
+                    .debugfs
+                    .read_callback_file(&name, port.clone(), &debugfs_fmt::show),
+                GFP_KERNEL,
+            )
+            .ok();
+            Ok(())
+        })();
+        if let Err(e) = setup {
+            // A file may have opened the node meanwhile: it must see a dead port.
+            Self::unplug_entry(entry);
+            return Err(e);
         }
-        entry.debugfs = KBox::pin_init(
-            self.globals
-                .debugfs
-                .read_callback_file(&name, port.clone(), &debugfs_fmt::show),
-            GFP_KERNEL,
-        )
-        .ok();
-        self.ports.lock().push(entry, GFP_KERNEL)?;
+        self.insert_entry(entry)?;
         port.send_control(Event::PortReady, 1);
         Ok(())
     }
 
-    /// Turns a port into an hvc console (CONSOLE_PORT).
+    /// Adds an entry to the port table. On failure the port is unplugged and the entry
+    /// dropped, outside the lock.
+    fn insert_entry(&self, entry: PortEntry) -> Result {
+        let mut ports = self.ports.lock();
+        // Atomic allocation: the lock disables interrupts.
+        if let Err(e) = ports.reserve(1, GFP_ATOMIC) {
+            drop(ports);
+            Self::unplug_entry(entry);
+            return Err(e.into());
+        }
+        let ret = ports.push_within_capacity(entry);
+        drop(ports);
+        if let Err(PushError(entry)) = ret {
+            // Unreachable after `reserve`; still, never drop an entry under the lock.
+            Self::unplug_entry(entry);
+            return Err(ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// Turns a port into an hvc console (CONSOLE_PORT). The port stays in the table (and
+    /// reachable by interrupts) all along.
     fn make_console(&self, id: u32) {
-        let mut entry = {
-            let mut ports = self.ports.lock();
-            let Some(pos) = ports.iter().position(|e| e.port.id == id) else {
+        let port = {
+            let ports = self.ports.lock();
+            let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
                 return;
             };
-            if ports[pos].console.is_some() {
+            if entry.console.is_some() {
                 return;
             }
-            match ports.remove(pos) {
-                Ok(e) => e,
-                Err(_) => return,
-            }
+            entry.port.clone()
         };
-        if let Err(e) = self.attach_console(&mut entry) {
-            dev_err!(
+        match self.attach_console(&port) {
+            Ok((reg, vtermno)) => {
+                let mut ports = self.ports.lock();
+                // Only this (serialised) work item removes entries, so it is still there.
+                if let Some(entry) = ports.iter_mut().find(|e| e.port.id == id) {
+                    entry.console = Some(reg);
+                    entry.vtermno = Some(vtermno);
+                    return;
+                }
+                drop(ports);
+            }
+            Err(e) => dev_err!(
                 self.link.vdev.as_ref(),
                 "Error {:?} initializing console for port {}\n",
                 e,
                 id
-            );
-        }
-        // Cannot fail: the slot we took the entry from is still allocated.
-        let back = self.ports.lock().push(entry, GFP_ATOMIC);
-        if let Err(e) = back {
-            pr_err!("virtio_console_rs: lost port {} ({:?})\n", id, e);
+            ),
         }
     }
 
-    fn attach_console(&self, entry: &mut PortEntry) -> Result {
-        let port = &entry.port;
+    /// Registers `port` as an hvc console with a fresh vtermno and tells the host.
+    fn attach_console(&self, port: &Arc<Port>) -> Result<(hvc::Registration<Port>, IdaId)> {
         let vtermno = Ida::alloc_min(&self.globals.vtermnos, 1)?;
         let resize = self.link.vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE);
         let reg = hvc::Registration::new(vtermno.id(), port.clone(), RX_BUF_SIZE, resize)?;
@@ -477,10 +517,8 @@ impl PortsDevice {
             st.vtermno = vtermno.id();
             st.guest_connected = true;
         }
-        entry.console = Some(reg);
-        entry.vtermno = Some(vtermno);
         port.send_control(Event::PortOpen, 1);
-        Ok(())
+        Ok((reg, vtermno))
     }
 
     fn set_name(&self, id: u32, name: &[u8]) {
@@ -495,24 +533,14 @@ impl PortsDevice {
             return;
         };
         port.state.lock().name = Some(cname);
-        self.publish_name(id);
-    }
-
-    fn publish_name(&self, id: u32) {
-        // Only the control work (holding `control`) adds or removes entries, so the entry
-        // found here cannot be dropped meanwhile; we take it out to use it without the
-        // spinlock, then put it back.
-        let entry = {
-            let mut ports = self.ports.lock();
-            let Some(pos) = ports.iter().position(|e| e.port.id == id) else {
-                return;
-            };
-            match ports.remove(pos) {
-                Ok(e) => e,
-                Err(_) => return,
-            }
-        };
-        if let Some(classdev) = &entry.classdev {
+        // Sysfs calls sleep: work on a reference to the class device, outside the lock.
+        let classdev = self
+            .ports
+            .lock()
+            .iter()
+            .find(|e| e.port.id == id)
+            .and_then(|e| e.classdev.clone());
+        if let Some(classdev) = classdev {
             if let Err(e) = classdev.add_attribute::<NameAttr>() {
                 dev_err!(
                     self.link.vdev.as_ref(),
@@ -523,7 +551,6 @@ impl PortsDevice {
                 let _ = classdev.uevent(Uevent::Change);
             }
         }
-        let _ = self.ports.lock().push(entry, GFP_ATOMIC);
     }
 
     /// Takes a port out of service; the entry is dropped here, outside any lock.

@@ -33,6 +33,8 @@ pub struct Buffer {
 impl Buffer {
     /// Allocates a zeroed buffer with `capacity` bytes and a length of 0.
     ///
+    /// Fails with `EINVAL` for a capacity of 0: a virtqueue cannot carry an empty buffer.
+    ///
     /// # Examples
     ///
     /// ```
@@ -47,6 +49,9 @@ impl Buffer {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn new(capacity: usize, flags: Flags) -> Result<KBox<Self>> {
+        if capacity == 0 {
+            return Err(EINVAL);
+        }
         let mut data = KVec::with_capacity(capacity, flags)?;
         data.resize(capacity, 0, flags)?;
         Ok(KBox::new(

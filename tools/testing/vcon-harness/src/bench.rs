@@ -32,7 +32,9 @@ fn guest_script() -> String {
         "for p in 0 1 2 3; do until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p$p; do sleep 0.1; done; done\n",
     ));
     for (size, total) in SIZES {
-        s.push_str(&format!("vcg bench-g2h g2h-{size} /dev/vport0p1 {size} {total}\n"));
+        s.push_str(&format!(
+            "vcg bench-g2h g2h-{size} /dev/vport0p1 {size} {total}\n"
+        ));
     }
     for (size, total) in SIZES {
         s.push_str(&format!("vcg bench-h2g h2g-{size} /dev/vport0p2 {total}\n"));
@@ -59,7 +61,9 @@ fn qemu_args() -> Vec<String> {
     q.push("virtconsole,bus=vser0.0,chardev=con0,nr=0".into());
     for p in 1..=3 {
         q.push("-chardev".into());
-        q.push(format!("socket,id=p{p},path=@DIR@/p{p}.sock,server=on,wait=off"));
+        q.push(format!(
+            "socket,id=p{p},path=@DIR@/p{p}.sock,server=on,wait=off"
+        ));
         q.push("-device".into());
         q.push(format!("virtserialport,bus=vser0.0,chardev=p{p},nr={p}"));
     }
@@ -80,7 +84,10 @@ fn drain(mut s: std::os::unix::net::UnixStream) {
 }
 
 fn parse3(r: &str) -> Res<(f64, f64, f64)> {
-    let v: Vec<f64> = r.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<f64> = r
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     if v.len() < 3 {
         return Err(format!("bad result {r:?}"));
     }
@@ -114,7 +121,10 @@ fn run_once(cfg: &VmConfig) -> Res<Sample> {
     for (size, _) in SIZES {
         let (bytes, ns, cpu) = parse3(&vm.result(&format!("g2h-{size}"))?)?;
         out.insert(format!("g2h_{size}"), bytes / (ns / 1e9) / 1048576.0);
-        out.insert(format!("g2h_cpu_{size}"), cpu / hz * 1000.0 / (bytes / 1048576.0));
+        out.insert(
+            format!("g2h_cpu_{size}"),
+            cpu / hz * 1000.0 / (bytes / 1048576.0),
+        );
     }
     for (size, total) in SIZES {
         vm.result(&format!("h2g-{size}-ready"))?;
@@ -127,7 +137,10 @@ fn run_once(cfg: &VmConfig) -> Res<Sample> {
         }
         let (bytes, ns, cpu) = parse3(&vm.result(&format!("h2g-{size}"))?)?;
         out.insert(format!("h2g_{size}"), bytes / (ns / 1e9) / 1048576.0);
-        out.insert(format!("h2g_cpu_{size}"), cpu / hz * 1000.0 / (bytes / 1048576.0));
+        out.insert(
+            format!("h2g_cpu_{size}"),
+            cpu / hz * 1000.0 / (bytes / 1048576.0),
+        );
     }
     let (_, med, p99) = parse3(&vm.result("ping")?)?;
     out.insert("ping_median_us".into(), med / 1000.0);
@@ -146,10 +159,15 @@ fn run_once(cfg: &VmConfig) -> Res<Sample> {
     }
     let up: f64 = vm.result("hp-up")?.trim().parse().map_err(|_| "hp-up")?;
     let plug = t0.elapsed();
-    out.insert("mem_per_port_kib".into(), (up - mem0) / HOTPLUG_PORTS as f64);
+    out.insert(
+        "mem_per_port_kib".into(),
+        (up - mem0) / HOTPLUG_PORTS as f64,
+    );
     let t1 = Instant::now();
     for nr in 1..=HOTPLUG_PORTS {
-        vm.qmp(&format!(r#"{{"execute":"device_del","arguments":{{"id":"hp{nr}"}}}}"#))?;
+        vm.qmp(&format!(
+            r#"{{"execute":"device_del","arguments":{{"id":"hp{nr}"}}}}"#
+        ))?;
     }
     vm.result("hp-down")?;
     // The 0.5 s settle time before `hp-up` is not part of the plug time.
@@ -211,16 +229,30 @@ pub fn run(
     }
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let keys: Vec<String> = results["c"][0].keys().cloned().collect();
-    let mut csv = String::from("metric,unit,c_median,c_min,c_max,rust_median,rust_min,rust_max,ratio\n");
-    println!("accelerator: {}; {reps} runs per driver, alternated; median [min..max]", accel.name());
-    println!("{:22} {:>8} {:>26} {:>26} {:>7}", "metric", "unit", "C", "Rust", "Rust/C");
+    let mut csv =
+        String::from("metric,unit,c_median,c_min,c_max,rust_median,rust_min,rust_max,ratio\n");
+    println!(
+        "accelerator: {}; {reps} runs per driver, alternated; median [min..max]",
+        accel.name()
+    );
+    println!(
+        "{:22} {:>8} {:>26} {:>26} {:>7}",
+        "metric", "unit", "C", "Rust", "Rust/C"
+    );
     let mut ok = true;
     let mut summary = BTreeMap::new();
     for k in &keys {
         let col = |d: &str| -> (f64, f64, f64) {
-            let mut v: Vec<f64> = results[d].iter().filter_map(|s| s.get(k).copied()).collect();
+            let mut v: Vec<f64> = results[d]
+                .iter()
+                .filter_map(|s| s.get(k).copied())
+                .collect();
             let m = median(&mut v);
-            (m, v.first().copied().unwrap_or(0.0), v.last().copied().unwrap_or(0.0))
+            (
+                m,
+                v.first().copied().unwrap_or(0.0),
+                v.last().copied().unwrap_or(0.0),
+            )
         };
         let (cm, cmin, cmax) = col("c");
         let (rm, rmin, rmax) = col("rust");
@@ -237,7 +269,11 @@ pub fn run(
         };
         // Ratio >= 1 means Rust is better, whatever the direction of the metric.
         let ratio = if higher_is_better(k) {
-            if cm > 0.0 { rm / cm } else { 0.0 }
+            if cm > 0.0 {
+                rm / cm
+            } else {
+                0.0
+            }
         } else if rm > 0.0 {
             cm / rm
         } else {
@@ -245,7 +281,11 @@ pub fn run(
         };
         summary.insert(k.clone(), (cm, rm));
         // Worse than C beyond the spread of both?
-        let worse = if higher_is_better(k) { rmax < cmin } else { rmin > cmax };
+        let worse = if higher_is_better(k) {
+            rmax < cmin
+        } else {
+            rmin > cmax
+        };
         if worse {
             ok = false;
         }
@@ -259,11 +299,17 @@ pub fn run(
             rmax,
             if worse { " worse" } else { "" }
         );
-        csv.push_str(&format!("{k},{unit},{cm},{cmin},{cmax},{rm},{rmin},{rmax},{ratio}\n"));
+        csv.push_str(&format!(
+            "{k},{unit},{cm},{cmin},{cmax},{rm},{rmin},{rmax},{ratio}\n"
+        ));
     }
     std::fs::write(dir.join("bench.csv"), csv).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("throughput.svg"), svg(&summary)).map_err(|e| e.to_string())?;
-    println!("wrote {}/bench.csv and {}/throughput.svg", dir.display(), dir.display());
+    println!(
+        "wrote {}/bench.csv and {}/throughput.svg",
+        dir.display(),
+        dir.display()
+    );
     Ok(ok)
 }
 
@@ -276,7 +322,9 @@ fn svg(m: &BTreeMap<String, (f64, f64)>) -> String {
     let (xmin, xmax) = (0.0, 6.1);
     let mut ymax: f64 = 1.0;
     for (k, (c, rr)) in m {
-        if k.starts_with("g2h_") && !k.contains("cpu") || k.starts_with("h2g_") && !k.contains("cpu") {
+        if k.starts_with("g2h_") && !k.contains("cpu")
+            || k.starts_with("h2g_") && !k.contains("cpu")
+        {
             ymax = ymax.max(*c).max(*rr);
         }
     }
@@ -339,7 +387,13 @@ fn svg(m: &BTreeMap<String, (f64, f64)>) -> String {
             .iter()
             .enumerate()
             .map(|(i, (size, _))| {
-                let v = m.get(&format!("{prefix}{size}")).map_or(0.0, |p| if *which == 0 { p.0 } else { p.1 });
+                let v = m.get(&format!("{prefix}{size}")).map_or(0.0, |p| {
+                    if *which == 0 {
+                        p.0
+                    } else {
+                        p.1
+                    }
+                });
                 format!("{:.1},{:.1}", px(xs[i]), py(v))
             })
             .collect();

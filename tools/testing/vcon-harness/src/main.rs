@@ -336,13 +336,7 @@ fn cmd_test(args: &[String]) -> Res<bool> {
     Ok(t.failed.is_empty())
 }
 
-fn run_profile(
-    env: &Env,
-    t: &mut Tally,
-    drivers: &[Driver],
-    only: Option<&str>,
-    kunit: bool,
-) {
+fn run_profile(env: &Env, t: &mut Tally, drivers: &[Driver], only: Option<&str>, kunit: bool) {
     if kunit && only.is_none_or(|o| o == "kunit") {
         let start = Instant::now();
         let r = run_kunit(env).and_then(|s| {
@@ -371,7 +365,11 @@ fn run_profile(
                 Err(format!("failed: {:?}", s.failed))
             }
         });
-        t.record(&format!("{}kunit", env.label), &r, start.elapsed().as_secs_f64());
+        t.record(
+            &format!("{}kunit", env.label),
+            &r,
+            start.elapsed().as_secs_f64(),
+        );
     }
     for s in scenarios::all() {
         if only.is_some_and(|o| o != s.name) {
@@ -426,8 +424,8 @@ fn cmd_bench(args: &[String]) -> Res<bool> {
         .unwrap_or(5);
     let env = setup()?;
     let make_cfg = |d: Driver, script: String| -> VmConfig {
-        let extra = scenario_initrd(&env.out, &format!("bench-{}", d.name()), &script)
-            .unwrap_or_default();
+        let extra =
+            scenario_initrd(&env.out, &format!("bench-{}", d.name()), &script).unwrap_or_default();
         VmConfig {
             kernel: env.out.join("bzImage"),
             initrds: vec![env.base_initrd.clone(), extra],

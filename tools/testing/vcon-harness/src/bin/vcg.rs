@@ -129,7 +129,11 @@ const FNV_INIT: u64 = 0xcbf29ce484222325;
 fn cpu_jiffies() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = stat.lines().next().unwrap_or("");
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     [0usize, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum()
 }
 
