@@ -9,6 +9,7 @@ use kernel::{
     iov::{IovIterDest, IovIterSource},
     prelude::*,
     sync::{poll::PollTable, Arc, ArcBorrow},
+    virtio::Buffer,
 };
 
 /// The char device of a port.
@@ -33,12 +34,15 @@ impl FileOperations for PortFile {
             return Ok(0);
         }
         let nonblock = file.flags() & O_NONBLOCK != 0;
-        port.read(nonblock, |data| dest.copy_to_iter(data))
+        let want = dest.len();
+        port.read(nonblock, want, |data| dest.copy_to_iter(data))
     }
 
     fn write(port: ArcBorrow<'_, Port>, file: &File, src: &mut IovIterSource<'_>) -> Result<usize> {
         let nonblock = file.flags() & O_NONBLOCK != 0;
-        port.write(src.len(), nonblock, |buf| src.copy_from_iter(buf))
+        port.write(src.len(), nonblock, |max| {
+            Buffer::from_iov(src, max, GFP_KERNEL)
+        })
     }
 
     fn poll(port: ArcBorrow<'_, Port>, file: &File, table: &PollTable<'_>) -> u32 {

@@ -80,12 +80,10 @@ impl DeviceLink {
             |v| self.vdev.cpu_to_virtio16(v),
             |v| self.vdev.cpu_to_virtio32(v),
         );
-        let Ok(mut buf) = Buffer::new(msg.len(), GFP_ATOMIC) else {
+        let Ok(mut buf) = Buffer::from_slice(&msg, GFP_KERNEL) else {
             self.warn(fmt!("no memory for a control message"));
             return;
         };
-        buf.as_mut_full().copy_from_slice(&msg);
-        buf.set_len(msg.len());
         let mut tries = 0;
         loop {
             let mut q = vq.lock();
@@ -245,10 +243,28 @@ impl Port {
 
     /// Gives a consumed receive buffer back to the device.
     fn requeue(&self, buf: KBox<Buffer>) {
+        self.requeue_with(buf, true);
+    }
+
+    /// Gives a receive buffer back, notifying the device only if `kick`.
+    fn requeue_with(&self, buf: KBox<Buffer>, kick: bool) {
         let mut q = self.in_vq.lock();
         // On failure (queue gone or broken) the buffer is simply freed.
-        if q.add_inbuf(buf).is_ok() {
+        if q.add_inbuf(buf).is_ok() && kick {
             q.kick();
+        }
+    }
+
+    /// Takes the next used receive buffer that carries data, counting it.
+    fn pull(&self, st: &mut PortState) -> Option<(KBox<Buffer>, usize)> {
+        loop {
+            let buf = self.in_vq.lock().get_buf()?;
+            st.stats.bytes_received += buf.len() as u64;
+            if !buf.is_empty() {
+                return Some((buf, 0));
+            }
+            // A used length of 0 carries nothing; give the buffer straight back.
+            self.requeue(buf);
         }
     }
 
@@ -257,17 +273,8 @@ impl Port {
         if st.reading || st.inbuf.is_some() {
             return true;
         }
-        let Some(buf) = self.in_vq.lock().get_buf() else {
-            return false;
-        };
-        st.stats.bytes_received += buf.len() as u64;
-        if buf.is_empty() {
-            // A used length of 0 carries nothing; give the buffer straight back.
-            self.requeue(buf);
-            return false;
-        }
-        st.inbuf = Some((buf, 0));
-        true
+        st.inbuf = self.pull(st);
+        st.inbuf.is_some()
     }
 
     /// Drops all buffered input, counting it as discarded, and gives the buffers back.
@@ -346,40 +353,65 @@ impl Port {
         }
     }
 
-    /// Reads at most the rest of one receive buffer (as the C driver does) with `copy`, which
-    /// copies to user space and may sleep; returns the bytes read, 0 at end of file.
-    pub(crate) fn read(&self, nonblock: bool, copy: impl FnOnce(&[u8]) -> usize) -> Result<usize> {
-        let (buf, off) = {
-            let mut st = self.state.lock();
-            if !st.guest_connected {
-                return Err(ENODEV);
-            }
-            match self.wait_readable(&mut st, nonblock)? {
-                ReadReady::Eof => return Ok(0),
-                ReadReady::Data => {}
-            }
-            let Some(taken) = st.inbuf.take() else {
-                return Ok(0);
-            };
-            st.reading = true;
-            taken
-        };
-        let copied = copy(&buf.as_slice()[off..]);
-        let off = off + copied;
+    /// Reads up to `want` bytes with `copy`, which copies to user space (it may sleep) and
+    /// returns how much it copied; returns the bytes read, 0 at end of file.
+    ///
+    /// Waits (unless `nonblock`) only for the first byte. Unlike the C driver, which returns at
+    /// most one receive buffer per call, it goes on with the buffers already received, so a
+    /// large read needs one system call instead of one per page; the device is notified once
+    /// for all buffers given back.
+    pub(crate) fn read(
+        &self,
+        nonblock: bool,
+        want: usize,
+        mut copy: impl FnMut(&[u8]) -> usize,
+    ) -> Result<usize> {
         let mut st = self.state.lock();
-        st.reading = false;
-        if off < buf.len() && !st.unplugged {
-            st.inbuf = Some((buf, off));
-        } else {
-            self.requeue(buf);
+        match self.wait_readable(&mut st, nonblock)? {
+            ReadReady::Eof => return Ok(0),
+            ReadReady::Data => {}
         }
+        // We are the reader now: others wait on `reading`, and nobody else takes buffers.
+        st.reading = true;
+        let mut total = 0;
+        let mut requeued = false;
+        loop {
+            let next = match st.inbuf.take() {
+                Some(b) => Some(b),
+                None => self.pull(&mut st),
+            };
+            let Some((buf, off)) = next else {
+                break;
+            };
+            drop(st);
+            let n = copy(&buf.as_slice()[off..]);
+            total += n;
+            st = self.state.lock();
+            let off = off + n;
+            if off < buf.len() {
+                // The destination is full (or faulted): keep the rest for the next read.
+                if !st.unplugged {
+                    st.inbuf = Some((buf, off));
+                }
+                break;
+            }
+            self.requeue_with(buf, false);
+            requeued = true;
+            if total >= want || st.unplugged {
+                break;
+            }
+        }
+        st.reading = false;
         drop(st);
+        if requeued {
+            self.in_vq.lock().kick();
+        }
         // Let a waiting reader go on.
         self.waitq.notify_all();
-        if copied == 0 {
+        if total == 0 {
             return Err(EFAULT);
         }
-        Ok(copied)
+        Ok(total)
     }
 
     fn wait_writable(&self, nonblock: bool) -> Result {
@@ -400,26 +432,21 @@ impl Port {
         }
     }
 
-    /// Writes up to [`MAX_WRITE`] bytes that `fill` copies in from user space (it may sleep and
-    /// returns how many bytes it copied). Waits for the host to be connected and the ring to
-    /// have room unless `nonblock`; does not wait for the host to consume the data.
+    /// Writes up to [`MAX_WRITE`] of `count` bytes, which `fill` copies from user space into a
+    /// new buffer (it may sleep). Waits for the host to be connected and the ring to have room
+    /// unless `nonblock`; does not wait for the host to consume the data.
     pub(crate) fn write(
         &self,
         count: usize,
         nonblock: bool,
-        fill: impl FnOnce(&mut [u8]) -> usize,
+        fill: impl FnOnce(usize) -> Result<KBox<Buffer>>,
     ) -> Result<usize> {
         if count == 0 {
             return Ok(0);
         }
         self.wait_writable(nonblock)?;
-        let count = count.min(MAX_WRITE);
-        let mut buf = Buffer::new(count, GFP_KERNEL)?;
-        let copied = fill(&mut buf.as_mut_full()[..count]);
-        if copied == 0 {
-            return Err(EFAULT);
-        }
-        buf.set_len(copied);
+        let buf = fill(count.min(MAX_WRITE))?;
+        let copied = buf.len();
         let mut st = self.state.lock();
         if st.unplugged {
             return Err(ENODEV);
@@ -578,11 +605,9 @@ impl Port {
             return Ok(data.len());
         }
         self.reclaim_tx(&mut st);
-        let Ok(mut buf) = Buffer::new(data.len(), GFP_ATOMIC) else {
+        let Ok(buf) = Buffer::from_slice(data, GFP_ATOMIC | __GFP_NOWARN) else {
             return Err(ENOMEM);
         };
-        buf.as_mut_full().copy_from_slice(data);
-        buf.set_len(data.len());
         let mut q = self.out_vq.lock();
         match q.add_outbuf(buf) {
             Ok(()) => {

@@ -14,6 +14,7 @@ use crate::{
     alloc::Flags,
     bindings,
     error::{to_result, Error, Result},
+    iov::IovIterSource,
     prelude::*,
     sync::{new_spinlock_irq, SpinLockIrq, SpinLockIrqGuard},
 };
@@ -58,6 +59,46 @@ impl Buffer {
             Self {
                 data,
                 len: 0,
+                device_writable: false,
+            },
+            flags,
+        )?)
+    }
+
+    /// Allocates a buffer holding a copy of `data` (capacity and length `data.len()`), without
+    /// zeroing it first.
+    pub fn from_slice(data: &[u8], flags: Flags) -> Result<KBox<Self>> {
+        if data.is_empty() {
+            return Err(EINVAL);
+        }
+        let mut v = KVec::with_capacity(data.len(), flags)?;
+        v.extend_from_slice(data, flags)?;
+        Self::from_vec(v, flags)
+    }
+
+    /// Allocates a buffer and fills it with up to `max` bytes from `src` (for example a
+    /// `write()`), without zeroing it first. Its capacity and length are the bytes copied;
+    /// fails with `EFAULT` if none could be.
+    pub fn from_iov(src: &mut IovIterSource<'_>, max: usize, flags: Flags) -> Result<KBox<Self>> {
+        let mut v = KVec::with_capacity(max, flags)?;
+        let spare = v.spare_capacity_mut();
+        let room = max.min(spare.len());
+        let n = src.copy_from_iter_raw(&mut spare[..room]).len();
+        if n == 0 {
+            return Err(EFAULT);
+        }
+        // SAFETY: `copy_from_iter_raw` initialised the first `n` bytes of the spare capacity.
+        unsafe { v.inc_len(n) };
+        Self::from_vec(v, flags)
+    }
+
+    fn from_vec(data: KVec<u8>, flags: Flags) -> Result<KBox<Self>> {
+        let len = data.len();
+        // INVARIANT: `len == data.len()`.
+        Ok(KBox::new(
+            Self {
+                data,
+                len,
                 device_writable: false,
             },
             flags,
