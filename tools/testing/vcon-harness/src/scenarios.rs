@@ -593,10 +593,155 @@ pub fn all() -> Vec<Scenario> {
         timeout: 90,
     });
 
+    v.push(stress());
     v
 }
 
 /// The shell code every scenario script starts with.
 pub fn prelude() -> &'static str {
     DUMP
+}
+
+/// Stress: hotplug cycles under readers and writers, bulk data meanwhile, two threads on one
+/// fd, the host end closing and reopening, and module reload cycles with files open.
+pub fn stress() -> Scenario {
+    let mut q = serial(0);
+    q.extend(port(0, 1, "p01", Some("org.test.bulk")));
+    q.extend(port(0, 3, "p03", Some("org.test.echo")));
+    q.extend(port(0, 4, "p04", Some("org.test.flap")));
+    Scenario {
+        name: "stress",
+        about: "200 hotplug cycles under readers/writers with 16 MiB flowing, two threads on one fd, host reconnects, 50 rmmod/insmod cycles",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nfor p in 1 3 4; do wait_for /dev/vport0p$p; done\n",
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p3; do sleep 0.1; done\n",
+            "(while [ ! -e /tmp/stop ]; do vcg read r /dev/vport0p2 64 >/dev/null 2>&1; done) &\n",
+            "(while [ ! -e /tmp/stop ]; do vcg write w /dev/vport0p2 data >/dev/null 2>&1; done) &\n",
+            "(while [ ! -e /tmp/stop ]; do cat /sys/kernel/debug/virtio-ports/* >/dev/null 2>&1; done) &\n",
+            "echo '@@ cycle-go'\n",
+            "vcg send bulk /dev/vport0p1 16777216 3\n",
+            "vcg twothreads tt /dev/vport0p3 4194304\n",
+            "vcg send flap /dev/vport0p4 8388608 5\n",
+            "wait_for /dev/vport0p5\n",
+            "touch /tmp/stop; sleep 1\n",
+            "ok=0; refused=0; MOD=$(basename $KO .ko)\n",
+            "for i in $(seq 1 50); do\n",
+            // The C driver creates the node a moment before the port can be opened.
+            "  until (exec 3</dev/vport0p1) 2>/dev/null; do sleep 0.05; done\n",
+            "  exec 3</dev/vport0p1\n",
+            "  rmmod $MOD 2>/dev/null || refused=$((refused+1))\n",
+            "  exec 3<&-\n",
+            "  rmmod $MOD && load_driver && wait_for /dev/vport0p1 && ok=$((ok+1))\n",
+            "done\n",
+            "echo \"@@ reload $ok $refused\"\n"
+        ),
+        host: |vm, _| {
+            use std::time::Duration;
+            let bulk = vm.connect("p01")?;
+            let echo = vm.connect("p03")?;
+            let flap_path = vm.dir.join("p04.sock");
+            // Echo service for the two-thread test.
+            std::thread::spawn(move || {
+                let mut w = match echo.try_clone() {
+                    Ok(w) => w,
+                    Err(_) => return,
+                };
+                let mut r = echo;
+                let mut b = vec![0u8; 65536];
+                while let Ok(n) = r.read(&mut b) {
+                    if n == 0 || w.write_all(&b[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            // Bulk sink with checksum.
+            let sink = std::thread::spawn(move || {
+                let mut r = bulk;
+                let mut h = FNV_INIT;
+                let mut got = 0usize;
+                let mut b = vec![0u8; 65536];
+                while got < 16 << 20 {
+                    match r.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            h = fnv(h, &b[..n]);
+                            got += n;
+                        }
+                    }
+                }
+                (got, h)
+            });
+            // The flapping host end: connect, read a little, close, again, until 8 MiB.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stop2 = stop.clone();
+            let flap = std::thread::spawn(move || {
+                let mut got = 0usize;
+                let mut reconnects = 0;
+                let deadline = std::time::Instant::now() + Duration::from_secs(300);
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed)
+                    && std::time::Instant::now() < deadline
+                {
+                    if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&flap_path) {
+                        reconnects += 1;
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                        let mut b = vec![0u8; 65536];
+                        let mut here = 0;
+                        while here < 256 << 10 {
+                            match s.read(&mut b) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => here += n,
+                            }
+                        }
+                        got += here;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (got, reconnects)
+            });
+            vm.result("cycle-go")?;
+            for i in 0..200 {
+                vm.qmp(&format!(
+                    r#"{{"execute":"chardev-add","arguments":{{"id":"s{i}","backend":{{"type":"null","data":{{}}}}}}}}"#
+                ))?;
+                vm.qmp(&format!(
+                    r#"{{"execute":"device_add","arguments":{{"driver":"virtserialport","bus":"vser0.0","nr":2,"chardev":"s{i}","id":"sp{i}","name":"org.test.cycle"}}}}"#
+                ))?;
+                std::thread::sleep(Duration::from_millis(15));
+                vm.qmp(&format!(r#"{{"execute":"device_del","arguments":{{"id":"sp{i}"}}}}"#))?;
+                std::thread::sleep(Duration::from_millis(5));
+                let _ = vm.qmp(&format!(r#"{{"execute":"chardev-remove","arguments":{{"id":"s{i}"}}}}"#));
+            }
+            let mut want = FNV_INIT;
+            let mut st = Stream(3);
+            let mut buf = vec![0u8; 32768];
+            let mut left = 16usize << 20;
+            while left > 0 {
+                let n = left.min(buf.len());
+                st.fill(&mut buf[..n]);
+                want = fnv(want, &buf[..n]);
+                left -= n;
+            }
+            expect_eq(&vm.result("bulk")?, &format!("sent {} {want:016x}", 16 << 20), "bulk send")?;
+            let (got, h) = sink.join().map_err(|_| "sink panicked")?;
+            expect_eq(&format!("{got} {h:016x}"), &format!("{} {want:016x}", 16 << 20), "bulk received")?;
+            expect_eq(&vm.result("tt")?, "4194304 4194304", "two threads on one fd")?;
+            let flap_result = vm.result("flap")?;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            check(flap_result.starts_with("sent 8388608 "), || format!("flap send: {flap_result}"))?;
+            let (fgot, reconnects) = flap.join().map_err(|_| "flap panicked")?;
+            check(reconnects > 1 && fgot > 0, || format!("host reconnects {reconnects}, {fgot} bytes"))?;
+            // Tell the guest the cycles are over: a port it waits for.
+            vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"done","backend":{"type":"null","data":{}}}}"#)?;
+            vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":5,"chardev":"done","id":"dev-done"}}"#)?;
+            let reload = vm.result("reload")?;
+            expect_eq(&reload, "50 50", "reload cycles ok / rmmod refused with a file open")?;
+            println!("    stress: 200 hotplug cycles, 16 MiB checked, 4 MiB two-thread echo, 8 MiB over {reconnects} host reconnects, 50 reloads");
+            Ok(vec![])
+        },
+        rust_only: false,
+        differential: false,
+        timeout: 600,
+    }
 }

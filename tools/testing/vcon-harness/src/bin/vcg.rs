@@ -438,6 +438,42 @@ fn main() {
                 Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
             }
         }
+        // twothreads TAG PATH N: one fd, one thread writing N bytes in 1 KiB writes while
+        // another reads until it has N bytes back (the host echoes); reports both counts.
+        "twothreads" => {
+            let n: usize = arg(4).parse().unwrap_or(1 << 20);
+            match sys_open(&arg(3), libc_consts::O_RDWR) {
+                Ok(fd) => {
+                    let writer = std::thread::spawn(move || {
+                        let buf = [0x42u8; 1024];
+                        let mut left = n;
+                        while left > 0 {
+                            match sys_write(fd, &buf[..left.min(1024)]) {
+                                Ok(k) => left -= k,
+                                Err(e) if e == libc_consts::EINTR => {}
+                                Err(_) => break,
+                            }
+                        }
+                        n - left
+                    });
+                    let mut got = 0;
+                    let mut buf = vec![0u8; 4096];
+                    while got < n {
+                        match sys_read(fd, &mut buf) {
+                            Ok(0) => break,
+                            Ok(k) => got += k,
+                            Err(e) if e == libc_consts::EINTR => {}
+                            Err(_) => break,
+                        }
+                    }
+                    let wrote = writer.join().unwrap_or(0);
+                    println!("@@ {tag} {wrote} {got}");
+                    // SAFETY: fd is ours.
+                    unsafe { close(fd) };
+                }
+                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+            }
+        }
         _ => {
             eprintln!(
                 "usage: vcg open|open-twice|read|write|poll|hold-read|send|recv TAG PATH ..."
