@@ -10,7 +10,7 @@
 . "$(dirname "$0")/lib.sh"
 
 APT_PKGS="qemu-system-x86 busybox-static flex bison bc cpio libelf-dev libssl-dev
-	xz-utils dwarves python3 rsync kmod unzip ca-certificates"
+	xz-utils dwarves python3 rsync kmod unzip ca-certificates qemu-guest-agent"
 
 need rustc "install a Rust toolchain with rustup (https://rustup.rs)"
 need cargo "install a Rust toolchain with rustup (https://rustup.rs)"

@@ -105,6 +105,7 @@ fn build_base(out: &Path) -> Res<PathBuf> {
     let vcg = std::fs::read(&vcg_path).map_err(|e| format!("{}: {e}", vcg_path.display()))?;
     c.file("bin/vcg", 0o755, &vcg);
     c.file("init", 0o755, INIT.as_bytes());
+    add_qemu_ga(&mut c)?;
     for ko in [
         "virtio_console_rs.ko",
         "virtio_console.ko",
@@ -126,6 +127,53 @@ fn with_extra_cmdline(env: &Env, mut v: Vec<String>) -> Vec<String> {
         v.extend(extra.split_whitespace().map(String::from));
     }
     v
+}
+
+/// Adds Debian's qemu-guest-agent and the shared libraries it needs, at their paths.
+fn add_qemu_ga(c: &mut initramfs::Cpio) -> Res<()> {
+    let bin = Path::new("/usr/sbin/qemu-ga");
+    if !bin.exists() {
+        return Err("/usr/sbin/qemu-ga is missing (apt-get install qemu-guest-agent)".into());
+    }
+    let out = std::process::Command::new("ldd")
+        .arg(bin)
+        .output()
+        .map_err(|e| format!("ldd: {e}"))?;
+    let mut files = vec![bin.to_path_buf()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in &files {
+        let mut d = PathBuf::new();
+        for comp in f.parent().into_iter().flat_map(|p| p.components()).skip(1) {
+            d.push(comp);
+            dirs.insert(d.clone());
+        }
+    }
+    for d in dirs {
+        if let Some(d) = d.to_str() {
+            if !["bin", "sbin", "lib", "tmp"].contains(&d) {
+                c.dir(d);
+            }
+        }
+    }
+    for f in files {
+        let data = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let name = f.to_string_lossy().trim_start_matches('/').to_string();
+        c.file(&name, 0o755, &data);
+    }
+    c.dir("etc");
+    if let Ok(os) = std::fs::read("/etc/os-release") {
+        c.file("etc/os-release", 0o644, &os);
+    }
+    Ok(())
 }
 
 fn scenario_initrd(dir: &Path, name: &str, script: &str) -> Res<PathBuf> {

@@ -594,6 +594,7 @@ pub fn all() -> Vec<Scenario> {
     });
 
     v.push(stress());
+    v.push(guest_agent());
     v
 }
 
@@ -743,5 +744,158 @@ pub fn stress() -> Scenario {
         rust_only: false,
         differential: false,
         timeout: 600,
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn b64_decode(s: &str) -> Res<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for ch in s.bytes() {
+        let v = match ch {
+            b'A'..=b'Z' => ch - b'A',
+            b'a'..=b'z' => ch - b'a' + 26,
+            b'0'..=b'9' => ch - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\\' | b'\n' => continue,
+            _ => return Err(format!("bad base64 byte {ch}")),
+        };
+        acc = acc << 6 | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+/// One QMP-style request to qemu-guest-agent and its reply line.
+fn qga(s: &mut std::os::unix::net::UnixStream, r: &mut impl std::io::BufRead, req: &str) -> Res<String> {
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(b"\n").map_err(|e| e.to_string())?;
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).map_err(|e| format!("qga reply to {}: {e}", &req[..req.len().min(60)]))?;
+        if n == 0 {
+            return Err("qemu-ga closed the port".into());
+        }
+        let line = line.trim().trim_start_matches('\u{ff}').to_string();
+        if line.contains("\"error\"") {
+            return Err(format!("qga error for {}: {line}", &req[..req.len().min(60)]));
+        }
+        if line.contains("\"return\"") {
+            return Ok(line);
+        }
+    }
+}
+
+/// The integer after `"key": `.
+fn json_int(s: &str, key: &str) -> Option<u64> {
+    let i = s.find(&format!("\"{key}\""))?;
+    let rest = s[i + key.len() + 2..].trim_start_matches([':', ' ']);
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The string after `"key": "`.
+fn json_str<'a>(s: &'a str, key: &str) -> Option<&'a str> {
+    let i = s.find(&format!("\"{key}\""))?;
+    let rest = s[i + key.len() + 2..].trim_start_matches([':', ' ']).strip_prefix('"')?;
+    Some(&rest[..rest.find('"')?])
+}
+
+pub fn guest_agent() -> Scenario {
+    let mut q = serial(0);
+    q.extend(port(0, 1, "qga", Some("org.qemu.guest_agent.0")));
+    Scenario {
+        name: "qemu_guest_agent",
+        about: "Debian's qemu-ga over org.qemu.guest_agent.0: ping, info, osinfo, 1 MiB file round trip",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /sys/class/virtio-ports/vport0p1/name\n",
+            "/usr/sbin/qemu-ga -m virtio-serial -p /dev/vport0p1 -t /tmp -l /tmp/qga.log &\n",
+            "echo '@@ qga-started'\n",
+            "i=0; while [ ! -e /tmp/qga-done ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n",
+            "kill %1 2>/dev/null; wait\n",
+            "echo \"@@ qga-end $(ls /tmp/qga-done 2>/dev/null)\"\n"
+        ),
+        host: |vm, _| {
+            use std::io::BufReader;
+            let mut s = vm.connect("qga")?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(60))).map_err(|e| e.to_string())?;
+            let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+            vm.result("qga-started")?;
+            let ping = qga(&mut s, &mut r, r#"{"execute":"guest-ping"}"#)?;
+            check(ping.contains("\"return\": {}"), || format!("guest-ping: {ping}"))?;
+            let info = qga(&mut s, &mut r, r#"{"execute":"guest-info"}"#)?;
+            check(json_str(&info, "version").is_some(), || format!("guest-info: {}", &info[..info.len().min(200)]))?;
+            let os = qga(&mut s, &mut r, r#"{"execute":"guest-get-osinfo"}"#)?;
+            expect_eq(json_str(&os, "kernel-release").unwrap_or(""), "7.3.4", "guest-get-osinfo kernel-release")?;
+            let open = qga(&mut s, &mut r, r#"{"execute":"guest-file-open","arguments":{"path":"/tmp/qga-file","mode":"w+"}}"#)?;
+            let h = json_int(&open, "return").ok_or_else(|| format!("guest-file-open: {open}"))?;
+            let mut data = vec![0u8; 1 << 20];
+            Stream(11).fill(&mut data);
+            let w = qga(
+                &mut s,
+                &mut r,
+                &format!(r#"{{"execute":"guest-file-write","arguments":{{"handle":{h},"buf-b64":"{}"}}}}"#, b64_encode(&data)),
+            )?;
+            expect_eq(&json_int(&w, "count").unwrap_or(0).to_string(), "1048576", "guest-file-write count")?;
+            qga(&mut s, &mut r, &format!(r#"{{"execute":"guest-file-seek","arguments":{{"handle":{h},"offset":0,"whence":"set"}}}}"#))?;
+            let mut back = Vec::new();
+            while back.len() < data.len() {
+                let rd = qga(&mut s, &mut r, &format!(r#"{{"execute":"guest-file-read","arguments":{{"handle":{h},"count":1048576}}}}"#))?;
+                let chunk = b64_decode(json_str(&rd, "buf-b64").unwrap_or(""))?;
+                if chunk.is_empty() {
+                    break;
+                }
+                back.extend(chunk);
+            }
+            check(back == data, || format!("file read back differs ({} bytes)", back.len()))?;
+            qga(&mut s, &mut r, &format!(r#"{{"execute":"guest-file-close","arguments":{{"handle":{h}}}}}"#))?;
+            // Tell the guest we are done by creating the file it waits for.
+            let done = qga(&mut s, &mut r, r#"{"execute":"guest-file-open","arguments":{"path":"/tmp/qga-done","mode":"w"}}"#)?;
+            let h2 = json_int(&done, "return").ok_or("open qga-done")?;
+            qga(&mut s, &mut r, &format!(r#"{{"execute":"guest-file-close","arguments":{{"handle":{h2}}}}}"#))?;
+            expect_eq(&vm.result("qga-end")?, "/tmp/qga-done", "guest saw the end")?;
+            Ok(vec!["qga ok".into()])
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 180,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trip() {
+        assert_eq!(b64_encode(b"foob"), "Zm9vYg==");
+        for n in 0..10 {
+            let d: Vec<u8> = (0..n).map(|i| i as u8 * 37).collect();
+            assert_eq!(b64_decode(&b64_encode(&d)).unwrap(), d);
+        }
+        assert_eq!(json_int(r#"{"return": 1000}"#, "return"), Some(1000));
+        assert_eq!(json_str(r#"{"a": "x", "kernel-release": "7.3.4"}"#, "kernel-release"), Some("7.3.4"));
     }
 }
