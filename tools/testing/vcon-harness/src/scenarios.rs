@@ -595,6 +595,7 @@ pub fn all() -> Vec<Scenario> {
 
     v.push(stress());
     v.push(guest_agent());
+    v.push(getty_login());
     v
 }
 
@@ -897,5 +898,62 @@ mod tests {
         }
         assert_eq!(json_int(r#"{"return": 1000}"#, "return"), Some(1000));
         assert_eq!(json_str(r#"{"a": "x", "kernel-release": "7.3.4"}"#, "kernel-release"), Some("7.3.4"));
+    }
+}
+
+/// Reads from `s` until `pat` appears; returns everything read.
+fn read_until(s: &mut std::os::unix::net::UnixStream, pat: &str, what: &str) -> Res<String> {
+    let mut acc = Vec::new();
+    let mut b = [0u8; 512];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    s.set_read_timeout(Some(std::time::Duration::from_millis(500))).map_err(|e| e.to_string())?;
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => acc.extend_from_slice(&b[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let text = String::from_utf8_lossy(&acc);
+        if text.contains(pat) {
+            return Ok(text.to_string());
+        }
+    }
+    Err(format!("{what}: {pat:?} never came; got {:?}", String::from_utf8_lossy(&acc)))
+}
+
+pub fn getty_login() -> Scenario {
+    let mut q = serial(0);
+    q.extend(console(0, 0, "con0"));
+    Scenario {
+        name: "getty_login_hvc0",
+        about: "busybox getty on /dev/hvc0: the host logs in over the console port and runs a command",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/hvc0\n",
+            "mkdir -p /etc /root\n",
+            "echo 'root::0:0:root:/root:/bin/sh' > /etc/passwd\n",
+            "echo 'root:x:0:' > /etc/group\n",
+            "setsid getty -L 115200 hvc0 vt100 &\n",
+            "echo '@@ getty-started'\n",
+            "i=0; while [ ! -e /tmp/login-done ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n",
+            "echo \"@@ login-end $(cat /tmp/login-done 2>/dev/null)\"\n"
+        ),
+        host: |vm, _| {
+            let mut s = vm.connect("con0")?;
+            vm.result("getty-started")?;
+            // getty may have printed its prompt before we connected: poke it.
+            s.write_all(b"\n").map_err(|e| e.to_string())?;
+            read_until(&mut s, "login:", "getty prompt")?;
+            s.write_all(b"root\n").map_err(|e| e.to_string())?;
+            read_until(&mut s, "#", "shell prompt")?;
+            s.write_all(b"echo HELLO-$((6*7)); id -u > /tmp/login-done\n").map_err(|e| e.to_string())?;
+            read_until(&mut s, "HELLO-42", "command output")?;
+            expect_eq(&vm.result("login-end")?, "0", "logged in as root")?;
+            Ok(vec!["login ok".into()])
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 180,
     }
 }
