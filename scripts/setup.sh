@@ -75,6 +75,18 @@ if [ ! -f "$CACHE/src/$key/.done" ]; then
 fi
 ls -d "$CACHE/src/$key"/usr/src/rustc-*/library >"$CACHE/rust-src.path"
 
+stage udev "systemd-udevd from Debian 12 for the guest (download only)"
+U=$CACHE/udev
+if [ ! -f "$U/.done" ]; then
+	rm -rf "$U"
+	mkdir -p "$U/debs"
+	(cd "$U/debs" && retry 3 apt-get download -q -o APT::Sandbox::User=root udev libsystemd-shared) ||
+		die "apt-get download udev libsystemd-shared failed"
+	for d in "$U"/debs/*.deb; do dpkg-deb -x "$d" "$U/root"; done
+	[ -x "$U/root/bin/udevadm" ] || die "the udev package holds no bin/udevadm"
+	touch "$U/.done"
+fi
+
 stage libclang "libclang >= 17 from the Python package index"
 if [ -z "$LIBCLANG_DIR" ] || [ ! -f "$LIBCLANG_DIR/libclang.so" ]; then
 	need python3 "apt-get install python3 python3-pip"

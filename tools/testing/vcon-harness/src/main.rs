@@ -33,7 +33,7 @@ struct Env {
 
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -129,50 +129,97 @@ fn with_extra_cmdline(env: &Env, mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// Adds Debian's qemu-guest-agent and the shared libraries it needs, at their paths.
+/// Adds the directories leading to `path` (relative, no leading `/`).
+fn add_parents(c: &mut initramfs::Cpio, path: &str) {
+    let mut d = String::new();
+    let parts: Vec<&str> = path.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        if !d.is_empty() {
+            d.push('/');
+        }
+        d.push_str(part);
+        if !["bin", "sbin", "lib", "tmp", "dev", "proc", "sys", "root"].contains(&d.as_str()) {
+            c.dir(&d);
+        }
+    }
+}
+
+/// Adds a dynamically linked program at `dest` and the shared libraries `ldd` finds for it
+/// (looking in `extra_libs` too), each at the path the loader will look for it.
+fn add_program(
+    c: &mut initramfs::Cpio,
+    src: &Path,
+    dest: &str,
+    extra_libs: Option<&Path>,
+) -> Res<()> {
+    let mut cmd = std::process::Command::new("ldd");
+    cmd.arg(src);
+    if let Some(l) = extra_libs {
+        cmd.env("LD_LIBRARY_PATH", l);
+    }
+    let out = cmd.output().map_err(|e| format!("ldd: {e}"))?;
+    let mut files = vec![(src.to_path_buf(), dest.to_string())];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            let p = PathBuf::from(p);
+            // Libraries found through `extra_libs` go to the standard directory.
+            let dest = if extra_libs.is_some_and(|l| p.starts_with(l)) {
+                format!(
+                    "lib/x86_64-linux-gnu/{}",
+                    p.file_name().and_then(|n| n.to_str()).unwrap_or("")
+                )
+            } else {
+                p.to_string_lossy().trim_start_matches('/').to_string()
+            };
+            files.push((p, dest));
+        }
+    }
+    for (src, dest) in files {
+        let data = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+        add_parents(c, &dest);
+        c.file(&dest, 0o755, &data);
+    }
+    Ok(())
+}
+
+/// Adds Debian's qemu-guest-agent, and systemd-udevd with the stock `50-udev-default.rules`
+/// (unpacked by set-up), with their libraries.
 fn add_qemu_ga(c: &mut initramfs::Cpio) -> Res<()> {
     let bin = Path::new("/usr/sbin/qemu-ga");
     if !bin.exists() {
         return Err("/usr/sbin/qemu-ga is missing (apt-get install qemu-guest-agent)".into());
     }
-    let out = std::process::Command::new("ldd")
-        .arg(bin)
-        .output()
-        .map_err(|e| format!("ldd: {e}"))?;
-    let mut files = vec![bin.to_path_buf()];
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            files.push(PathBuf::from(p));
-        }
-    }
-    let mut dirs = std::collections::BTreeSet::new();
-    for f in &files {
-        let mut d = PathBuf::new();
-        for comp in f.parent().into_iter().flat_map(|p| p.components()).skip(1) {
-            d.push(comp);
-            dirs.insert(d.clone());
-        }
-    }
-    for d in dirs {
-        if let Some(d) = d.to_str() {
-            if !["bin", "sbin", "lib", "tmp"].contains(&d) {
-                c.dir(d);
-            }
-        }
-    }
-    for f in files {
-        let data = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let name = f.to_string_lossy().trim_start_matches('/').to_string();
-        c.file(&name, 0o755, &data);
-    }
+    add_program(c, bin, "usr/sbin/qemu-ga", None)?;
     c.dir("etc");
     if let Ok(os) = std::fs::read("/etc/os-release") {
         c.file("etc/os-release", 0o644, &os);
     }
+    let udev = cache_dir().join("udev/root");
+    if !udev.join("bin/udevadm").exists() {
+        return Err(format!(
+            "{} is missing: run 'make setup'",
+            udev.join("bin/udevadm").display()
+        ));
+    }
+    add_program(
+        c,
+        &udev.join("bin/udevadm"),
+        "usr/bin/udevadm",
+        Some(&udev.join("usr/lib/x86_64-linux-gnu/systemd")),
+    )?;
+    add_parents(c, "lib/systemd/systemd-udevd");
+    c.symlink("lib/systemd/systemd-udevd", "/usr/bin/udevadm");
+    let rules = udev.join("lib/udev/rules.d/50-udev-default.rules");
+    let data = std::fs::read(&rules).map_err(|e| format!("{}: {e}", rules.display()))?;
+    add_parents(c, "lib/udev/rules.d/50-udev-default.rules");
+    c.file("lib/udev/rules.d/50-udev-default.rules", 0o644, &data);
     Ok(())
 }
 

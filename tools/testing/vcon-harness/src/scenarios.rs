@@ -596,6 +596,7 @@ pub fn all() -> Vec<Scenario> {
     v.push(stress());
     v.push(guest_agent());
     v.push(getty_login());
+    v.push(udev_names());
     v
 }
 
@@ -753,7 +754,9 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn b64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -790,18 +793,27 @@ fn b64_decode(s: &str) -> Res<Vec<u8>> {
 }
 
 /// One QMP-style request to qemu-guest-agent and its reply line.
-fn qga(s: &mut std::os::unix::net::UnixStream, r: &mut impl std::io::BufRead, req: &str) -> Res<String> {
+fn qga(
+    s: &mut std::os::unix::net::UnixStream,
+    r: &mut impl std::io::BufRead,
+    req: &str,
+) -> Res<String> {
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     s.write_all(b"\n").map_err(|e| e.to_string())?;
     loop {
         let mut line = String::new();
-        let n = r.read_line(&mut line).map_err(|e| format!("qga reply to {}: {e}", &req[..req.len().min(60)]))?;
+        let n = r
+            .read_line(&mut line)
+            .map_err(|e| format!("qga reply to {}: {e}", &req[..req.len().min(60)]))?;
         if n == 0 {
             return Err("qemu-ga closed the port".into());
         }
         let line = line.trim().trim_start_matches('\u{ff}').to_string();
         if line.contains("\"error\"") {
-            return Err(format!("qga error for {}: {line}", &req[..req.len().min(60)]));
+            return Err(format!(
+                "qga error for {}: {line}",
+                &req[..req.len().min(60)]
+            ));
         }
         if line.contains("\"return\"") {
             return Ok(line);
@@ -813,13 +825,18 @@ fn qga(s: &mut std::os::unix::net::UnixStream, r: &mut impl std::io::BufRead, re
 fn json_int(s: &str, key: &str) -> Option<u64> {
     let i = s.find(&format!("\"{key}\""))?;
     let rest = s[i + key.len() + 2..].trim_start_matches([':', ' ']);
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The string after `"key": "`.
 fn json_str<'a>(s: &'a str, key: &str) -> Option<&'a str> {
     let i = s.find(&format!("\"{key}\""))?;
-    let rest = s[i + key.len() + 2..].trim_start_matches([':', ' ']).strip_prefix('"')?;
+    let rest = s[i + key.len() + 2..]
+        .trim_start_matches([':', ' '])
+        .strip_prefix('"')?;
     Some(&rest[..rest.find('"')?])
 }
 
@@ -897,7 +914,10 @@ mod tests {
             assert_eq!(b64_decode(&b64_encode(&d)).unwrap(), d);
         }
         assert_eq!(json_int(r#"{"return": 1000}"#, "return"), Some(1000));
-        assert_eq!(json_str(r#"{"a": "x", "kernel-release": "7.3.4"}"#, "kernel-release"), Some("7.3.4"));
+        assert_eq!(
+            json_str(r#"{"a": "x", "kernel-release": "7.3.4"}"#, "kernel-release"),
+            Some("7.3.4")
+        );
     }
 }
 
@@ -906,12 +926,15 @@ fn read_until(s: &mut std::os::unix::net::UnixStream, pat: &str, what: &str) -> 
     let mut acc = Vec::new();
     let mut b = [0u8; 512];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    s.set_read_timeout(Some(std::time::Duration::from_millis(500))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
     while std::time::Instant::now() < deadline {
         match s.read(&mut b) {
             Ok(0) => break,
             Ok(n) => acc.extend_from_slice(&b[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => return Err(e.to_string()),
         }
         let text = String::from_utf8_lossy(&acc);
@@ -919,7 +942,10 @@ fn read_until(s: &mut std::os::unix::net::UnixStream, pat: &str, what: &str) -> 
             return Ok(text.to_string());
         }
     }
-    Err(format!("{what}: {pat:?} never came; got {:?}", String::from_utf8_lossy(&acc)))
+    Err(format!(
+        "{what}: {pat:?} never came; got {:?}",
+        String::from_utf8_lossy(&acc)
+    ))
 }
 
 pub fn getty_login() -> Scenario {
@@ -951,6 +977,42 @@ pub fn getty_login() -> Scenario {
             read_until(&mut s, "HELLO-42", "command output")?;
             expect_eq(&vm.result("login-end")?, "0", "logged in as root")?;
             Ok(vec!["login ok".into()])
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 180,
+    }
+}
+
+pub fn udev_names() -> Scenario {
+    let mut q = serial(0);
+    q.extend(port(0, 1, "p01", Some("org.test.udev")));
+    q.extend(port(0, 2, "p02", None));
+    Scenario {
+        name: "udev_virtio_ports_links",
+        about: "systemd-udevd (Debian 12) with the stock rule makes /dev/virtio-ports/<name>, also for a hotplugged port",
+        qemu: q,
+        guest: concat!(
+            "mkdir -p /run/udev /etc/udev\n",
+            "/lib/systemd/systemd-udevd --daemon\n",
+            "udevadm trigger --action=add; udevadm settle\n",
+            "load_driver\nwait_for /dev/vport0p2\n",
+            "wait_for /dev/virtio-ports/org.test.udev\n",
+            "echo \"@@ link $(readlink /dev/virtio-ports/org.test.udev)\"\n",
+            "echo \"@@ links $(ls /dev/virtio-ports | tr '\\n' ' ')\"\n",
+            "echo '@@ plug'\n",
+            "wait_for /dev/virtio-ports/org.test.late\n",
+            "echo \"@@ hotlink $(readlink /dev/virtio-ports/org.test.late)\"\n",
+            "udevadm control --exit 2>/dev/null\n"
+        ),
+        host: |vm, _| {
+            expect_eq(&vm.result("link")?, "../vport0p1", "symlink of the named port")?;
+            expect_eq(vm.result("links")?.trim(), "org.test.udev", "only named ports get links")?;
+            vm.result("plug")?;
+            vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"late","backend":{"type":"null","data":{}}}}"#)?;
+            vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":3,"chardev":"late","id":"dev-late","name":"org.test.late"}}"#)?;
+            expect_eq(&vm.result("hotlink")?, "../vport0p3", "symlink of the hotplugged port")?;
+            Ok(vec!["udev ok".into()])
         },
         rust_only: false,
         differential: true,
