@@ -80,3 +80,16 @@ __rust_helper void rust_helper_virtio_synchronize_cbs(struct virtio_device *vdev
 {
 	virtio_synchronize_cbs(vdev);
 }
+
+/*
+ * Writes a 32-bit config field without might_sleep(): for paths that cannot sleep, such as a
+ * kmsg dumper at panic time. Only for transports whose ->set does not sleep (virtio-pci and
+ * virtio-mmio write registers).
+ */
+__rust_helper void rust_helper_virtio_cwrite32_atomic(struct virtio_device *vdev,
+						      unsigned int offset, u32 val)
+{
+	__virtio32 v = cpu_to_virtio32(vdev, val);
+
+	vdev->config->set(vdev, offset, &v, sizeof(v));
+}

@@ -182,6 +182,16 @@ impl Device {
         unsafe { bindings::virtio_cwrite32(self.as_raw(), offset as u32, val) }
     }
 
+    /// Writes a 32-bit configuration field without sleeping, for atomic context such as a
+    /// panic-time [`crate::kmsg_dump`] dumper.
+    ///
+    /// Only the register-based transports (virtio-pci, virtio-mmio) are supported by the
+    /// kernel; their `set` never sleeps.
+    pub fn config_write_u32_atomic(&self, offset: usize, val: u32) {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio_cwrite32_atomic(self.as_raw(), offset as u32, val) }
+    }
+
     /// Converts a CPU value to the device's 16-bit wire format (`cpu_to_virtio16`).
     pub fn cpu_to_virtio16(&self, val: u16) -> u16 {
         // SAFETY: By the type invariant `self.as_raw()` is valid.

@@ -74,6 +74,7 @@ impl virtio::Driver for VirtioConsole {
     const FEATURES: &'static [u32] = &[
         kernel::uapi::VIRTIO_CONSOLE_F_SIZE,
         kernel::uapi::VIRTIO_CONSOLE_F_MULTIPORT,
+        kernel::uapi::VIRTIO_CONSOLE_F_EMERG_WRITE,
     ];
 
     fn probe(dev: &virtio::Device, globals: &Arc<Globals>) -> Result<Arc<PortsDevice>> {

@@ -314,14 +314,23 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
         vm.wait_line("@@BOOTED", |l| (l.trim() == "@@BOOTED").then_some(()))?;
         (s.host)(&mut vm, driver)
     })();
+    let panicked = matches!(&result, Ok(o) if o.iter().any(|l| l == scenarios::PANIC_EXPECTED));
     let log = match result {
+        Ok(_) if panicked => {
+            std::thread::sleep(Duration::from_millis(500));
+            vm.log_lines()
+        }
         Ok(_) => vm.finish().unwrap_or_default(),
         Err(_) => {
             std::thread::sleep(Duration::from_millis(300));
             vm.log_lines()
         }
     };
-    let trouble = vm::kernel_trouble(&log);
+    let trouble = if panicked {
+        vec![]
+    } else {
+        vm::kernel_trouble(&log)
+    };
     let saved = env.out.join("logs");
     let _ = std::fs::create_dir_all(&saved);
     let _ = std::fs::write(

@@ -597,6 +597,7 @@ pub fn all() -> Vec<Scenario> {
     v.push(guest_agent());
     v.push(getty_login());
     v.push(udev_names());
+    v.push(emergency_write());
     v
 }
 
@@ -1017,5 +1018,36 @@ pub fn udev_names() -> Scenario {
         rust_only: false,
         differential: true,
         timeout: 180,
+    }
+}
+
+/// What a scenario's host side returns when the guest panics on purpose.
+pub const PANIC_EXPECTED: &str = "@@panic-expected";
+
+pub fn emergency_write() -> Scenario {
+    let mut q = serial(0);
+    q.extend(console(0, 0, "con0"));
+    q.extend(port(0, 1, "p01", None));
+    Scenario {
+        name: "emergency_write_panic",
+        about: "VIRTIO_CONSOLE_F_EMERG_WRITE: a panic's log reaches the host through emerg_wr",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/vport0p1\nsleep 0.5\n",
+            "echo 30 > /proc/sys/kernel/panic\necho '@@ panicking'\n",
+            "echo c > /proc/sysrq-trigger\n"
+        ),
+        host: |vm, _| {
+            let mut s = vm.connect("con0")?;
+            vm.result("panicking")?;
+            let got = read_until(&mut s, "Kernel panic", "panic text on the console port")?;
+            check(got.contains("sysrq"), || {
+                format!("no sysrq line in {got:?}")
+            })?;
+            Ok(vec![PANIC_EXPECTED.into()])
+        },
+        rust_only: true,
+        differential: false,
+        timeout: 120,
     }
 }
