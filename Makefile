@@ -2,6 +2,7 @@
 #
 # make run    set up if needed, build, boot a demo guest with the Rust driver
 # make test   set up if needed, build, run the checks, KUnit and the integration tests
+# make test-debug  the same tests on the debug kernel (CI runs both)
 # make build  set-up, kernel, modules and the test harness only
 # make bench  the C driver against the Rust driver: table, out/bench/bench.csv and .svg
 # make check  rustfmt, clippy, checkpatch and the no-unsafe rule on the project's code
@@ -12,7 +13,7 @@ HARNESS_DIR := tools/testing/vcon-harness
 HARNESS := $(HARNESS_DIR)/target/release/vcon-harness
 export VCON_VCG := $(CURDIR)/$(HARNESS_DIR)/target/x86_64-unknown-linux-gnu/release/vcg
 
-.PHONY: all setup kernel kernel-debug build harness test test-quick run bench check kunit list clean
+.PHONY: all setup kernel kernel-debug build harness test test-debug run bench check kunit list clean
 
 all: build
 
@@ -35,14 +36,14 @@ harness:
 
 build: kernel harness
 
-# Everything runs twice: on the normal kernel and on the debug kernel.
-test: build kernel-debug
+test: build
 	@bash scripts/check.sh
-	@VCON_DEBUG_OUT=$(VCON_OUT)/debug $(HARNESS) test $(TEST_ARGS)
-
-# The normal kernel only (quicker while developing).
-test-quick: build
 	@$(HARNESS) test $(TEST_ARGS)
+
+# The same suite on the debug kernel (KFENCE, slub_debug=FZPU, kmemleak, lockdep, ...);
+# CI runs it after `make test`.
+test-debug: build kernel-debug
+	@VCON_DEBUG_OUT=$(VCON_OUT)/debug $(HARNESS) test --debug-only $(TEST_ARGS)
 
 kunit: build
 	@$(HARNESS) kunit

@@ -21,6 +21,7 @@ use kernel::{
     str::CString,
     sync::aref::ARef,
     sync::{Arc, Mutex, SpinLockIrq},
+    time::{delay::udelay, Delta},
     uapi,
     virtio::{self, Buffer, Virtqueue, VirtqueueInfo},
     workqueue::{self, Work, WorkItem},
@@ -34,9 +35,11 @@ const CONFIG_EMERG_WR: usize = 8;
 
 /// How much of the kernel log (the newest part) an oops or panic sends through `emerg_wr`.
 ///
-/// One config write per byte; with QEMU 7.2 under TCG, bytes of 4 KiB dumps were lost past
-/// the first few hundred, while 1 KiB arrived whole, and holds the panic message.
+/// One config write per byte, paced (see [`EMERG_BYTE_DELAY_US`]): about 50 ms at panic time.
 const EMERG_LOG_BYTES: usize = 1024;
+
+/// Pause after each emergency byte.
+const EMERG_BYTE_DELAY_US: i64 = 50;
 
 /// Sends the kernel log on oops and panic through the `emerg_wr` config field
 /// (`VIRTIO_CONSOLE_F_EMERG_WRITE`), which needs no virtqueue: it works even when the queues
@@ -50,6 +53,9 @@ impl kmsg_dump::Dumper for EmergWriter {
         for &b in log {
             self.vdev
                 .config_write_u32_atomic(CONFIG_EMERG_WR, u32::from(b));
+            // Pace the bytes: QEMU hands each one to the chardev at once and drops what the
+            // chardev cannot take right then.
+            udelay(Delta::from_micros(EMERG_BYTE_DELAY_US));
         }
     }
 }

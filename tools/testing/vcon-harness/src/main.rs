@@ -397,6 +397,7 @@ fn cmd_test(args: &[String]) -> Res<bool> {
     let mut drivers = vec![Driver::C, Driver::Rust];
     let mut only: Option<String> = None;
     let mut kunit = true;
+    let mut debug_only = false;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -414,6 +415,7 @@ fn cmd_test(args: &[String]) -> Res<bool> {
                 only = args.get(i).cloned();
             }
             "--no-kunit" => kunit = false,
+            "--debug-only" => debug_only = true,
             a => return Err(format!("unknown argument {a}")),
         }
         i += 1;
@@ -422,7 +424,7 @@ fn cmd_test(args: &[String]) -> Res<bool> {
         passed: 0,
         failed: Vec::new(),
     };
-    let mut profiles = vec![setup()?];
+    let mut profiles = if debug_only { vec![] } else { vec![setup()?] };
     // The debug profile (KFENCE, SLUB debugging, kmemleak, lockdep, ...) runs everything
     // again when its kernel was built (`VCON_DEBUG_OUT`, set by `make test`).
     if let Some(d) = std::env::var_os("VCON_DEBUG_OUT") {
@@ -432,7 +434,10 @@ fn cmd_test(args: &[String]) -> Res<bool> {
             vec!["slub_debug=FZPU".into(), "kfence.sample_interval=1".into()],
         )?);
     }
-    println!("accelerator: {}", profiles[0].accel.name());
+    let Some(first) = profiles.first() else {
+        return Err("--debug-only needs VCON_DEBUG_OUT (use make test-debug)".into());
+    };
+    println!("accelerator: {}", first.accel.name());
     for env in &profiles {
         run_profile(env, &mut t, &drivers, only.as_deref(), kunit);
     }
