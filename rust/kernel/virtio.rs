@@ -409,6 +409,21 @@ struct BoundState<T: Driver> {
     data: SpinLockIrq<(Option<Arc<T::Data>>, Pending)>,
 }
 
+impl<T: Driver> BoundState<T> {
+    /// Returns the published driver data, or, while `probe` runs, records the interrupt with
+    /// `record` so that it is replayed once the data is published.
+    fn data_or_record(&self, record: impl FnOnce(&mut Pending)) -> Option<Arc<T::Data>> {
+        let mut guard = self.data.lock();
+        match &guard.0 {
+            Some(d) => Some(d.clone()),
+            None => {
+                record(&mut guard.1);
+                None
+            }
+        }
+    }
+}
+
 /// The registration of a virtio driver.
 ///
 /// Dropping it unregisters the driver, which unbinds every device.
@@ -600,17 +615,7 @@ impl<T: Driver> Registration<T> {
         }
         // SAFETY: See above.
         let state = unsafe { &*raw };
-        let data = {
-            let mut guard = state.data.lock();
-            match &guard.0 {
-                Some(d) => Some(d.clone()),
-                None => {
-                    guard.1.vqs |= 1u64 << index.min(63);
-                    None
-                }
-            }
-        };
-        if let Some(data) = data {
+        if let Some(data) = state.data_or_record(|p| p.vqs |= 1u64 << index.min(63)) {
             T::vq_interrupt(&data, index);
         }
     }
@@ -623,17 +628,7 @@ impl<T: Driver> Registration<T> {
         }
         // SAFETY: `priv` holds our state while the device is bound.
         let state = unsafe { &*raw };
-        let data = {
-            let mut guard = state.data.lock();
-            match &guard.0 {
-                Some(d) => Some(d.clone()),
-                None => {
-                    guard.1.config = true;
-                    None
-                }
-            }
-        };
-        if let Some(data) = data {
+        if let Some(data) = state.data_or_record(|p| p.config = true) {
             T::config_changed(&data);
         }
     }
