@@ -212,11 +212,11 @@ fn with_ops<R>(vtermno: u32, f: impl FnOnce(&dyn Operations) -> R) -> Option<R> 
         let entries = table.lock();
         entries.iter().find(|e| e.vtermno == vtermno)?.ops
     };
-    // SAFETY: The hvc core calls `get_chars` and `put_chars` with `hp->lock` held, or, for
-    // console output, with `console_lock` held; `hvc_remove` takes both before it returns, and
+    // The hvc core calls `get_chars` and `put_chars` with `hp->lock` held, or, for console
+    // output, with `console_lock` held; `hvc_remove` takes both before it returns, and
     // `Registration::drop` releases the backend only after `hvc_remove` returned. The entry
-    // existed, so its registration had not returned from `hvc_remove` when this callback
-    // began: the backend outlives the call.
+    // existed, so its registration had not returned from `hvc_remove` when this callback began.
+    // SAFETY: By the above, the backend outlives the call.
     Some(f(unsafe { ops.as_ref() }))
 }
 
