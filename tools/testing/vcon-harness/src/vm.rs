@@ -109,14 +109,7 @@ impl Vm {
                 .spawn()
                 .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
             drop(tx);
-            return Ok(Vm {
-                child,
-                lines: rx,
-                log,
-                dir,
-                deadline: Instant::now() + cfg.timeout,
-                qmp: None,
-            });
+            return Ok(Vm::assemble(child, rx, log, dir, cfg));
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -160,14 +153,24 @@ impl Vm {
                 }
             }
         });
-        Ok(Vm {
+        Ok(Vm::assemble(child, rx, log, dir, cfg))
+    }
+
+    fn assemble(
+        child: Child,
+        lines: Receiver<String>,
+        log: Arc<Mutex<Vec<String>>>,
+        dir: PathBuf,
+        cfg: &VmConfig,
+    ) -> Vm {
+        Vm {
             child,
-            lines: rx,
+            lines,
             log,
             dir,
             deadline: Instant::now() + cfg.timeout,
             qmp: None,
-        })
+        }
     }
 
     /// Waits for a console line for which `f` returns `Some`.

@@ -93,6 +93,19 @@ fn sys_write(fd: i32, buf: &[u8]) -> Result<usize, i32> {
     }
 }
 
+/// Opens `path`, runs `f` on the descriptor and closes it; reports a failed open as
+/// `@@ TAG open-err ERRNO`.
+fn with_open(tag: &str, path: &str, flags: i32, f: impl FnOnce(i32)) {
+    match sys_open(path, flags) {
+        Ok(fd) => {
+            f(fd);
+            // SAFETY: fd is ours and no longer used.
+            unsafe { close(fd) };
+        }
+        Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
+    }
+}
+
 fn result_line(tag: &str, r: Result<usize, i32>) {
     match r {
         Ok(n) => println!("@@ {tag} ok {n}"),
@@ -183,22 +196,17 @@ fn main() {
                 } else {
                     0
                 };
-            match sys_open(&arg(3), flags) {
-                Ok(fd) => {
-                    println!("@@ {tag}-opened");
-                    let _ = std::io::stdout().flush();
-                    let want: usize = arg(4).parse().unwrap_or(65536);
-                    let mut buf = vec![0u8; want.max(1)];
-                    let r = sys_read(fd, &mut buf);
-                    match r {
-                        Ok(n) => println!("@@ {tag} ok {n} {}", String::from_utf8_lossy(&buf[..n])),
-                        Err(e) => println!("@@ {tag} err {}", errno_name(e)),
-                    }
-                    // SAFETY: fd is ours.
-                    unsafe { close(fd) };
+            with_open(&tag, &arg(3), flags, |fd| {
+                println!("@@ {tag}-opened");
+                let _ = std::io::stdout().flush();
+                let want: usize = arg(4).parse().unwrap_or(65536);
+                let mut buf = vec![0u8; want.max(1)];
+                let r = sys_read(fd, &mut buf);
+                match r {
+                    Ok(n) => println!("@@ {tag} ok {n} {}", String::from_utf8_lossy(&buf[..n])),
+                    Err(e) => println!("@@ {tag} err {}", errno_name(e)),
                 }
-                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
-            }
+            });
         }
         // write TAG PATH TEXT [nonblock]
         "write" => {
@@ -208,14 +216,9 @@ fn main() {
                 } else {
                     0
                 };
-            match sys_open(&arg(3), flags) {
-                Ok(fd) => {
-                    result_line(&tag, sys_write(fd, arg(4).as_bytes()));
-                    // SAFETY: fd is ours.
-                    unsafe { close(fd) };
-                }
-                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
-            }
+            with_open(&tag, &arg(3), flags, |fd| {
+                result_line(&tag, sys_write(fd, arg(4).as_bytes()));
+            });
         }
         // poll TAG PATH: the revents of one poll with timeout 0.
         "poll" => match sys_open(&arg(3), libc_consts::O_RDWR | libc_consts::O_NONBLOCK) {
@@ -271,208 +274,178 @@ fn main() {
         "send" => {
             let total: usize = arg(4).parse().unwrap_or(0);
             let seed: u64 = arg(5).parse().unwrap_or(1);
-            match sys_open(&arg(3), libc_consts::O_RDWR) {
-                Ok(fd) => {
-                    let mut s = Stream(seed);
-                    let mut h = FNV_INIT;
-                    let mut left = total;
-                    let mut buf = vec![0u8; 32768];
-                    let mut err = None;
-                    'outer: while left > 0 {
-                        let n = left.min(buf.len());
-                        s.fill(&mut buf[..n]);
-                        h = fnv(h, &buf[..n]);
-                        left -= n;
-                        let mut off = 0;
-                        while off < n {
-                            match sys_write(fd, &buf[off..n]) {
-                                Ok(k) => off += k,
-                                Err(e) if e == libc_consts::EINTR => {}
-                                Err(e) => {
-                                    err = Some(e);
-                                    break 'outer;
-                                }
+            with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
+                let mut s = Stream(seed);
+                let mut h = FNV_INIT;
+                let mut left = total;
+                let mut buf = vec![0u8; 32768];
+                let mut err = None;
+                'outer: while left > 0 {
+                    let n = left.min(buf.len());
+                    s.fill(&mut buf[..n]);
+                    h = fnv(h, &buf[..n]);
+                    left -= n;
+                    let mut off = 0;
+                    while off < n {
+                        match sys_write(fd, &buf[off..n]) {
+                            Ok(k) => off += k,
+                            Err(e) if e == libc_consts::EINTR => {}
+                            Err(e) => {
+                                err = Some(e);
+                                break 'outer;
                             }
                         }
                     }
-                    match err {
-                        None => println!("@@ {tag} sent {total} {h:016x}"),
-                        Some(e) => println!("@@ {tag} err {}", errno_name(e)),
-                    }
-                    // SAFETY: fd is ours.
-                    unsafe { close(fd) };
                 }
-                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
-            }
+                match err {
+                    None => println!("@@ {tag} sent {total} {h:016x}"),
+                    Some(e) => println!("@@ {tag} err {}", errno_name(e)),
+                }
+            });
         }
         // recv TAG PATH BYTES: read that many bytes, print length and checksum.
         "recv" => {
             let total: usize = arg(4).parse().unwrap_or(0);
-            match sys_open(&arg(3), libc_consts::O_RDWR) {
-                Ok(fd) => {
-                    println!("@@ {tag} opened");
-                    let _ = std::io::stdout().flush();
-                    let mut h = FNV_INIT;
-                    let mut got = 0usize;
-                    let mut buf = vec![0u8; 65536];
-                    while got < total {
-                        match sys_read(fd, &mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => {
-                                h = fnv(h, &buf[..n]);
-                                got += n;
-                            }
-                            Err(e) if e == libc_consts::EINTR => {}
-                            Err(e) => {
-                                println!("@@ {tag} err {}", errno_name(e));
-                                break;
-                            }
+            with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
+                println!("@@ {tag} opened");
+                let _ = std::io::stdout().flush();
+                let mut h = FNV_INIT;
+                let mut got = 0usize;
+                let mut buf = vec![0u8; 65536];
+                while got < total {
+                    match sys_read(fd, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            h = fnv(h, &buf[..n]);
+                            got += n;
+                        }
+                        Err(e) if e == libc_consts::EINTR => {}
+                        Err(e) => {
+                            println!("@@ {tag} err {}", errno_name(e));
+                            break;
                         }
                     }
-                    println!("@@ {tag} received {got} {h:016x}");
-                    // SAFETY: fd is ours.
-                    unsafe { close(fd) };
                 }
-                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
-            }
+                println!("@@ {tag} received {got} {h:016x}");
+            });
         }
         // bench-g2h TAG PATH SIZE TOTAL: write TOTAL bytes in SIZE-byte writes; report time
         // and guest CPU jiffies.
         "bench-g2h" => {
             let size: usize = arg(4).parse().unwrap_or(4096).max(1);
             let total: usize = arg(5).parse().unwrap_or(1 << 20);
-            match sys_open(&arg(3), libc_consts::O_RDWR) {
-                Ok(fd) => {
-                    let buf = vec![0x5au8; size];
-                    let cpu0 = cpu_jiffies();
-                    let t0 = std::time::Instant::now();
-                    let mut left = total;
-                    let mut err = None;
-                    while left > 0 {
-                        let n = left.min(size);
-                        match sys_write(fd, &buf[..n]) {
-                            Ok(k) => left -= k,
-                            Err(e) if e == libc_consts::EINTR => {}
-                            Err(e) => {
-                                err = Some(e);
-                                break;
-                            }
+            with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
+                let buf = vec![0x5au8; size];
+                let cpu0 = cpu_jiffies();
+                let t0 = std::time::Instant::now();
+                let mut left = total;
+                let mut err = None;
+                while left > 0 {
+                    let n = left.min(size);
+                    match sys_write(fd, &buf[..n]) {
+                        Ok(k) => left -= k,
+                        Err(e) if e == libc_consts::EINTR => {}
+                        Err(e) => {
+                            err = Some(e);
+                            break;
                         }
                     }
-                    let ns = t0.elapsed().as_nanos();
-                    let cpu = cpu_jiffies() - cpu0;
-                    match err {
-                        None => println!("@@ {tag} {total} {ns} {cpu}"),
-                        Some(e) => println!("@@ {tag} err {}", errno_name(e)),
-                    }
-                    // SAFETY: fd is ours.
-                    unsafe { close(fd) };
                 }
-                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
-            }
+                let ns = t0.elapsed().as_nanos();
+                let cpu = cpu_jiffies() - cpu0;
+                match err {
+                    None => println!("@@ {tag} {total} {ns} {cpu}"),
+                    Some(e) => println!("@@ {tag} err {}", errno_name(e)),
+                }
+            });
         }
         // bench-h2g TAG PATH TOTAL: announce, then read TOTAL bytes; time from the first byte.
         "bench-h2g" => {
             let total: usize = arg(4).parse().unwrap_or(1 << 20);
-            match sys_open(&arg(3), libc_consts::O_RDWR) {
-                Ok(fd) => {
-                    println!("@@ {tag}-ready");
-                    let _ = std::io::stdout().flush();
-                    let mut buf = vec![0u8; 65536];
-                    let mut got = 0;
-                    let mut t0 = None;
-                    let mut cpu0 = 0;
-                    while got < total {
-                        match sys_read(fd, &mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => {
-                                if t0.is_none() {
-                                    t0 = Some(std::time::Instant::now());
-                                    cpu0 = cpu_jiffies();
-                                }
-                                got += n;
+            with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
+                println!("@@ {tag}-ready");
+                let _ = std::io::stdout().flush();
+                let mut buf = vec![0u8; 65536];
+                let mut got = 0;
+                let mut t0 = None;
+                let mut cpu0 = 0;
+                while got < total {
+                    match sys_read(fd, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if t0.is_none() {
+                                t0 = Some(std::time::Instant::now());
+                                cpu0 = cpu_jiffies();
                             }
-                            Err(e) if e == libc_consts::EINTR => {}
-                            Err(_) => break,
+                            got += n;
                         }
+                        Err(e) if e == libc_consts::EINTR => {}
+                        Err(_) => break,
                     }
-                    let ns = t0.map_or(0, |t| t.elapsed().as_nanos());
-                    let cpu = cpu_jiffies() - cpu0;
-                    println!("@@ {tag} {got} {ns} {cpu}");
-                    // SAFETY: fd is ours.
-                    unsafe { close(fd) };
                 }
-                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
-            }
+                let ns = t0.map_or(0, |t| t.elapsed().as_nanos());
+                let cpu = cpu_jiffies() - cpu0;
+                println!("@@ {tag} {got} {ns} {cpu}");
+            });
         }
         // bench-ping TAG PATH N: N one-byte round trips with a host that echoes; median and
         // 99th percentile in ns.
         "bench-ping" => {
             let n: usize = arg(4).parse().unwrap_or(1000).max(1);
-            match sys_open(&arg(3), libc_consts::O_RDWR) {
-                Ok(fd) => {
-                    let mut lat = Vec::with_capacity(n);
-                    let mut b = [0u8; 1];
-                    for _ in 0..n {
-                        let t0 = std::time::Instant::now();
-                        if sys_write(fd, b"p").is_err() {
-                            break;
-                        }
-                        loop {
-                            match sys_read(fd, &mut b) {
-                                Ok(1) => break,
-                                Ok(_) => {}
-                                Err(e) if e == libc_consts::EINTR => {}
-                                Err(_) => break,
-                            }
-                        }
-                        lat.push(t0.elapsed().as_nanos());
+            with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
+                let mut lat = Vec::with_capacity(n);
+                let mut b = [0u8; 1];
+                for _ in 0..n {
+                    let t0 = std::time::Instant::now();
+                    if sys_write(fd, b"p").is_err() {
+                        break;
                     }
-                    lat.sort_unstable();
-                    let med = lat.get(lat.len() / 2).copied().unwrap_or(0);
-                    let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or(0);
-                    println!("@@ {tag} {} {med} {p99}", lat.len());
-                    // SAFETY: fd is ours.
-                    unsafe { close(fd) };
+                    loop {
+                        match sys_read(fd, &mut b) {
+                            Ok(1) => break,
+                            Ok(_) => {}
+                            Err(e) if e == libc_consts::EINTR => {}
+                            Err(_) => break,
+                        }
+                    }
+                    lat.push(t0.elapsed().as_nanos());
                 }
-                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
-            }
+                lat.sort_unstable();
+                let med = lat.get(lat.len() / 2).copied().unwrap_or(0);
+                let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or(0);
+                println!("@@ {tag} {} {med} {p99}", lat.len());
+            });
         }
         // twothreads TAG PATH N: one fd, one thread writing N bytes in 1 KiB writes while
         // another reads until it has N bytes back (the host echoes); reports both counts.
         "twothreads" => {
             let n: usize = arg(4).parse().unwrap_or(1 << 20);
-            match sys_open(&arg(3), libc_consts::O_RDWR) {
-                Ok(fd) => {
-                    let writer = std::thread::spawn(move || {
-                        let buf = [0x42u8; 1024];
-                        let mut left = n;
-                        while left > 0 {
-                            match sys_write(fd, &buf[..left.min(1024)]) {
-                                Ok(k) => left -= k,
-                                Err(e) if e == libc_consts::EINTR => {}
-                                Err(_) => break,
-                            }
-                        }
-                        n - left
-                    });
-                    let mut got = 0;
-                    let mut buf = vec![0u8; 4096];
-                    while got < n {
-                        match sys_read(fd, &mut buf) {
-                            Ok(0) => break,
-                            Ok(k) => got += k,
+            with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
+                let writer = std::thread::spawn(move || {
+                    let buf = [0x42u8; 1024];
+                    let mut left = n;
+                    while left > 0 {
+                        match sys_write(fd, &buf[..left.min(1024)]) {
+                            Ok(k) => left -= k,
                             Err(e) if e == libc_consts::EINTR => {}
                             Err(_) => break,
                         }
                     }
-                    let wrote = writer.join().unwrap_or(0);
-                    println!("@@ {tag} {wrote} {got}");
-                    // SAFETY: fd is ours.
-                    unsafe { close(fd) };
+                    n - left
+                });
+                let mut got = 0;
+                let mut buf = vec![0u8; 4096];
+                while got < n {
+                    match sys_read(fd, &mut buf) {
+                        Ok(0) => break,
+                        Ok(k) => got += k,
+                        Err(e) if e == libc_consts::EINTR => {}
+                        Err(_) => break,
+                    }
                 }
-                Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
-            }
+                let wrote = writer.join().unwrap_or(0);
+                println!("@@ {tag} {wrote} {got}");
+            });
         }
         _ => {
             eprintln!(
