@@ -629,7 +629,15 @@ pub fn stress() -> Scenario {
             "vcg twothreads tt /dev/vport0p3 4194304\n",
             "vcg send flap /dev/vport0p4 8388608 5\n",
             "wait_for /dev/vport0p5\n",
-            "touch /tmp/stop; kill $(jobs -p) 2>/dev/null; wait\n",
+            // Every loop ends by itself once its current call returns; a process still in
+            // the driver after 10 s is stuck (the C driver can leave a writer asleep for ever
+            // when an open races with unplug). Count them, then kill them so the reload
+            // cycles below measure the module and not a leftover file.
+            "touch /tmp/stop; i=0\n",
+            "while [ $i -lt 100 ] && pidof vcg >/dev/null; do sleep 0.1; i=$((i+1)); done\n",
+            "echo \"@@ stuck $(pidof vcg | wc -w)\"\n",
+            "for p in $(pidof vcg); do echo \"stuck: $(tr '\\0' ' ' </proc/$p/cmdline) in $(cat /proc/$p/wchan)\"; done\n",
+            "killall -9 vcg 2>/dev/null; kill $(jobs -p) 2>/dev/null; wait\n",
             "echo \"@@ before-reload $(grep '^virtio_console' /proc/modules | cut -d' ' -f1,3) $(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c vport)\"\n",
             "ok=0; refused=0; MOD=$(basename $KO .ko)\n",
             "for i in $(seq 1 50); do\n",
@@ -642,7 +650,7 @@ pub fn stress() -> Scenario {
             "done\n",
             "echo \"@@ reload $ok $refused\"\n"
         ),
-        host: |vm, _| {
+        host: |vm, driver| {
             use std::time::Duration;
             let bulk = vm.connect("p01")?;
             let echo = vm.connect("p03")?;
@@ -740,6 +748,12 @@ pub fn stress() -> Scenario {
             // Tell the guest the cycles are over: a port it waits for.
             vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"done","backend":{"type":"null","data":{}}}}"#)?;
             vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":5,"chardev":"done","id":"dev-done"}}"#)?;
+            let stuck = vm.result("stuck")?;
+            if driver == Driver::Rust {
+                expect_eq(&stuck, "0", "processes left asleep in the driver after the cycles")?;
+            } else if stuck != "0" {
+                println!("    note: {stuck} process(es) left asleep in the C driver after the cycles");
+            }
             let reload = vm.result("reload")?;
             expect_eq(&reload, "50 50", "reload cycles ok / rmmod refused with a file open")?;
             println!("    stress: 200 hotplug cycles, 16 MiB checked, 4 MiB two-thread echo, 8 MiB over {reconnects} host reconnects, 50 reloads");
