@@ -22,8 +22,8 @@ if ! (cd "$TOP" && rustfmt --edition 2021 --check --config-path "$KDIR/.rustfmt.
 	fail=1
 fi
 
-stage check-checkpatch "checkpatch --strict on the C helpers"
-for f in "$TOP"/rust/helpers/*.c; do
+stage check-checkpatch "checkpatch --strict on the C helpers and the test device"
+for f in "$TOP"/rust/helpers/*.c "$TOP"/drivers/virtio/*.c "$TOP"/include/linux/*.h; do
 	if ! perl "$KDIR/scripts/checkpatch.pl" --no-tree --strict --quiet -f "$f"; then
 		fail=1
 	fi

@@ -39,6 +39,8 @@ use crate::{
 };
 use core::{marker::PhantomData, ptr::NonNull};
 
+#[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
+pub mod test_device;
 mod virtqueue;
 pub use virtqueue::{Buffer, Virtqueue, VirtqueueGuard};
 

@@ -27,7 +27,7 @@ pub(crate) const MAX_WRITE: usize = 32 * 1024;
 const CONTROL_TRIES: u32 = 10_000;
 
 /// Console writes retried (`EAGAIN`) while the transmit ring is full before output is dropped.
-const CONSOLE_TRIES: u32 = 100_000;
+pub(crate) const CONSOLE_TRIES: u32 = 100_000;
 
 /// What a port needs of its device to talk to the host; shared by all ports of a device.
 #[pin_data]

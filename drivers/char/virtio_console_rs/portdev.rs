@@ -7,7 +7,7 @@ use crate::{
     debugfs_fmt,
     file::PortFile,
     port::{DeviceLink, Port, RX_BUF_SIZE},
-    Globals, NameAttr,
+    ConsoleDroppedAttr, Globals, NameAttr,
 };
 use kernel::{
     alloc::kvec::PushError,
@@ -472,6 +472,9 @@ impl PortsDevice {
                 )?,
                 GFP_KERNEL,
             )?);
+            if let Some(classdev) = &entry.classdev {
+                classdev.add_attribute::<ConsoleDroppedAttr>()?;
+            }
             port.fill_rx()?;
             if !self.multiport {
                 let (reg, vtermno) = self.attach_console(&port)?;
@@ -605,10 +608,15 @@ impl PortsDevice {
         entry.vtermno = None;
         if let Some(classdev) = &entry.classdev {
             classdev.remove_attribute::<NameAttr>();
+            classdev.remove_attribute::<ConsoleDroppedAttr>();
         }
         drop(entry);
     }
 }
+
+#[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
+#[path = "portdev_kunit.rs"]
+mod kunit;
 
 /// Copies a name (which [`control::decode`] cut at its first NUL) into a C string.
 fn bytes_to_cstring(name: &[u8]) -> Result<CString> {

@@ -38,6 +38,16 @@ module! {
     authors: ["The virtio_console_rs authors"],
     description: "Virtio console driver (Rust)",
     license: "GPL",
+    params: {
+        fake_seed: u64 {
+            default: 0x5eed_c0de,
+            description: "Seed of the fake-device KUnit random run",
+        },
+        fake_messages: u64 {
+            default: 100000,
+            description: "Control messages in the fake-device KUnit random run",
+        },
+    },
 }
 
 /// State shared by all devices: the class, the vtermno allocator and the debugfs directory.
@@ -46,6 +56,20 @@ pub(crate) struct Globals {
     /// hvc vtermnos, from 1, unique across every device, recycled when a console goes away.
     pub(crate) vtermnos: Arc<Ida>,
     pub(crate) debugfs: debugfs::Dir,
+}
+
+impl Globals {
+    /// Creates the class `class` and the debugfs directory `debugfs`.
+    pub(crate) fn new(class: &'static CStr, debugfs: &'static CStr) -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            Globals {
+                class: Class::new(class)?,
+                vtermnos: Arc::pin_init(Ida::new(), GFP_KERNEL)?,
+                debugfs: debugfs::Dir::new(debugfs),
+            },
+            GFP_KERNEL,
+        )?)
+    }
 }
 
 /// The sysfs `name` attribute of a port.
@@ -61,6 +85,23 @@ impl Attribute<Port> for NameAttr {
         out[..n].copy_from_slice(&name[..n]);
         out[n] = b'\n';
         n + 1
+    }
+}
+
+/// The sysfs `console_dropped_bytes` attribute of a port: console output dropped because the
+/// host stopped consuming it (see [`Port::console_put`]). Not in the C driver, which
+/// busy-waits instead; an extra file, so the C driver's `name` and debugfs lines are unchanged.
+pub(crate) struct ConsoleDroppedAttr;
+
+impl Attribute<Port> for ConsoleDroppedAttr {
+    const NAME: &'static CStr = c"console_dropped_bytes";
+
+    fn show(port: &Port, out: &mut [u8]) -> usize {
+        let dropped = port.state.lock().console_dropped;
+        let mut f = kernel::str::Formatter::new(out);
+        // A u64 and a newline always fit in a sysfs page.
+        let _ = core::fmt::Write::write_fmt(&mut f, format_args!("{dropped}\n"));
+        f.bytes_written()
     }
 }
 
@@ -102,16 +143,7 @@ struct VirtioConsoleModule {
 
 impl kernel::InPlaceModule for VirtioConsoleModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        let globals = (|| -> Result<Arc<Globals>> {
-            Ok(Arc::new(
-                Globals {
-                    class: Class::new(c"virtio-ports")?,
-                    vtermnos: Arc::pin_init(Ida::new(), GFP_KERNEL)?,
-                    debugfs: debugfs::Dir::new(c"virtio-ports"),
-                },
-                GFP_KERNEL,
-            )?)
-        })();
+        let globals = Globals::new(c"virtio-ports", c"virtio-ports");
         try_pin_init!(Self {
             driver <- virtio::Registration::new(c"virtio_console_rs", globals?, module),
         })

@@ -361,9 +361,15 @@ fn run_kunit(env: &Env) -> Res<ktap::Summary> {
         timeout: Duration::from_secs(300),
         mem: 512,
     };
-    let vm = Vm::start(&cfg)?;
-    let log = vm.finish()?;
+    let mut vm = Vm::start(&cfg)?;
+    let done = vm.wait_line("@@DONE", |l| (l.trim() == "@@DONE").then_some(()));
     let _ = std::fs::create_dir_all(env.out.join("logs"));
+    if let Err(e) = done {
+        // Keep what the guest printed: it says why it ended.
+        let _ = std::fs::write(env.out.join("logs/kunit.log"), vm.log_lines().join("\n"));
+        return Err(e);
+    }
+    let log = vm.drain();
     let _ = std::fs::write(env.out.join("logs/kunit.log"), log.join("\n"));
     let summary = ktap::parse(log.iter().map(String::as_str));
     let trouble = vm::kernel_trouble(&log);

@@ -298,6 +298,11 @@ impl Vm {
     /// Waits for the guest to finish (`@@DONE` then power-off) and returns the whole log.
     pub fn finish(mut self) -> Res<Vec<String>> {
         self.wait_line("@@DONE", |l| (l.trim() == "@@DONE").then_some(()))?;
+        Ok(self.drain())
+    }
+
+    /// After `@@DONE`: lets QEMU exit and returns the whole log.
+    pub fn drain(mut self) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -306,7 +311,7 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(100));
-        Ok(self.log_lines())
+        self.log_lines()
     }
 
     /// Waits until QEMU exits.

@@ -1,0 +1,724 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit suites that play a hostile host against the driver, through the fake virtio device
+//! of [`kernel::virtio::test_device`].
+//!
+//! Each case binds the driver's probe to a fresh fake console, sends control messages and data
+//! from the device side, and checks exactly what the driver did: its replies on the control
+//! queue, its port table, and each port's state. Control messages are handled by a work
+//! item, so every step ends by flushing it.
+
+use super::*;
+use crate::port::Port;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use kernel::{
+    chrdev::poll_mask,
+    device_class::Attribute,
+    sync::SpinLock,
+    virtio::test_device::{Taken, TestDevice},
+};
+
+/// A device type no real device uses, so only the test driver binds the fake consoles.
+const FAKE_CONSOLE_ID: u32 = 0xfff3;
+/// Entries per virtqueue of the fake device.
+const QSIZE: u32 = 64;
+const C_IVQ: u32 = 2;
+const C_OVQ: u32 = 3;
+
+const EV_DEVICE_READY: u16 = 0;
+const EV_PORT_ADD: u16 = 1;
+const EV_PORT_REMOVE: u16 = 2;
+const EV_PORT_READY: u16 = 3;
+const EV_CONSOLE_PORT: u16 = 4;
+const EV_RESIZE: u16 = 5;
+const EV_PORT_OPEN: u16 = 6;
+const EV_PORT_NAME: u16 = 7;
+
+const F_SIZE: u64 = 1 << uapi::VIRTIO_CONSOLE_F_SIZE;
+const F_MULTIPORT: u64 = 1 << uapi::VIRTIO_CONSOLE_F_MULTIPORT;
+
+/// Names of the classes (and debugfs directories) and drivers the cases register.
+const CLASS_NAMES: [&CStr; 8] = [
+    c"virtio-ports-kunit0",
+    c"virtio-ports-kunit1",
+    c"virtio-ports-kunit2",
+    c"virtio-ports-kunit3",
+    c"virtio-ports-kunit4",
+    c"virtio-ports-kunit5",
+    c"virtio-ports-kunit6",
+    c"virtio-ports-kunit7",
+];
+const DRIVER_NAMES: [&CStr; 8] = [
+    c"virtio_console_rs_kunit0",
+    c"virtio_console_rs_kunit1",
+    c"virtio_console_rs_kunit2",
+    c"virtio_console_rs_kunit3",
+    c"virtio_console_rs_kunit4",
+    c"virtio_console_rs_kunit5",
+    c"virtio_console_rs_kunit6",
+    c"virtio_console_rs_kunit7",
+];
+static NEXT_NAME: AtomicUsize = AtomicUsize::new(0);
+
+/// The test driver's context: its own class and vtermnos, and the device data of the last
+/// probe.
+#[pin_data]
+struct FakeCtx {
+    globals: Arc<Globals>,
+    #[pin]
+    bound: SpinLock<Option<Arc<PortsDevice>>>,
+}
+
+/// The console driver's probe and callbacks, bound to [`FAKE_CONSOLE_ID`].
+struct FakeConsole;
+
+impl virtio::Driver for FakeConsole {
+    type Context = FakeCtx;
+    type Data = PortsDevice;
+
+    const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(FAKE_CONSOLE_ID)];
+    const FEATURES: &'static [u32] = &[
+        uapi::VIRTIO_CONSOLE_F_SIZE,
+        uapi::VIRTIO_CONSOLE_F_MULTIPORT,
+        uapi::VIRTIO_CONSOLE_F_EMERG_WRITE,
+    ];
+
+    fn probe(dev: &virtio::Device, ctx: &Arc<FakeCtx>) -> Result<Arc<PortsDevice>> {
+        let data = PortsDevice::probe(dev, &ctx.globals)?;
+        *ctx.bound.lock() = Some(data.clone());
+        Ok(data)
+    }
+
+    fn remove(_dev: &virtio::Device, data: Arc<PortsDevice>) {
+        data.remove();
+    }
+
+    fn vq_interrupt(data: &Arc<PortsDevice>, index: u32) {
+        data.vq_interrupt(index);
+    }
+
+    fn config_changed(data: &Arc<PortsDevice>) {
+        data.config_changed();
+    }
+}
+
+/// A control message as the guest sent it: id, event, value.
+type Reply = (u32, u16, u16);
+
+/// The host side of one fake console device, with the test driver registered.
+struct Host {
+    dev: Option<TestDevice>,
+    ctx: Arc<FakeCtx>,
+    _driver: Pin<KBox<virtio::Registration<FakeConsole>>>,
+}
+
+impl Host {
+    /// A device offering `features` with `max_nr_ports` in its config space.
+    fn new(features: u64, max_nr_ports: u32) -> Result<Self> {
+        // A case that fails an assertion ends without unwinding and leaves its device, driver
+        // and class behind; fresh names keep the next cases independent of it.
+        let n = NEXT_NAME.fetch_add(1, Ordering::Relaxed) % CLASS_NAMES.len();
+        let globals = Globals::new(CLASS_NAMES[n], CLASS_NAMES[n])?;
+        let ctx = Arc::pin_init(
+            pin_init!(FakeCtx {
+                globals,
+                bound <- kernel::new_spinlock!(None),
+            }),
+            GFP_KERNEL,
+        )?;
+        let driver = KBox::pin_init(
+            virtio::Registration::new(
+                DRIVER_NAMES[n],
+                ctx.clone(),
+                kernel::module::this_module::<crate::VirtioConsoleModule>(),
+            ),
+            GFP_KERNEL,
+        )?;
+        let mut config = [0u8; 12];
+        config[0..2].copy_from_slice(&80u16.to_le_bytes());
+        config[2..4].copy_from_slice(&25u16.to_le_bytes());
+        config[4..8].copy_from_slice(&max_nr_ports.to_le_bytes());
+        let dev = TestDevice::new(FAKE_CONSOLE_ID, features, &config, QSIZE)?;
+        Ok(Self {
+            dev: Some(dev),
+            ctx,
+            _driver: driver,
+        })
+    }
+
+    fn dev(&self) -> &TestDevice {
+        // `dev` is only taken in `drop`.
+        self.dev.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    /// The driver data, if the probe succeeded.
+    fn pd(&self) -> Option<Arc<PortsDevice>> {
+        if !self.dev().is_bound() {
+            return None;
+        }
+        self.ctx.bound.lock().clone()
+    }
+
+    /// Waits until the driver has handled every control message sent so far.
+    fn settle(&self) {
+        if let Some(pd) = self.pd() {
+            pd.control_work.flush();
+        }
+    }
+
+    /// Puts `raw` in the next control receive buffer, reporting `used_len`, without
+    /// interrupting. Returns false if the driver offered no buffer.
+    fn post_raw(&self, raw: &[u8], used_len: u32) -> bool {
+        match self.dev().take(C_IVQ, &mut [], raw) {
+            Ok(t) => self.dev().complete(C_IVQ, t.head, used_len).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Sends one raw control message with `used_len` and waits until it is handled.
+    fn send_raw(&self, raw: &[u8], used_len: u32) -> bool {
+        let ok = self.post_raw(raw, used_len);
+        self.dev().interrupt(C_IVQ);
+        self.settle();
+        ok
+    }
+
+    /// Sends one well-formed control message and waits until it is handled.
+    fn send(&self, id: u32, event: u16, value: u16, payload: &[u8]) -> bool {
+        let m = msg(id, event, value, payload);
+        self.send_raw(&m, m.len() as u32)
+    }
+
+    /// Everything the driver sent on the control queue since the last call.
+    fn replies(&self) -> KVec<Reply> {
+        let mut out = KVec::new();
+        let mut raw = [0u8; 8];
+        while let Ok(t) = self.dev().take(C_OVQ, &mut raw, &[]) {
+            let _ = self.dev().complete(C_OVQ, t.head, 0);
+            if t.readable >= 8 {
+                let id = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                let ev = u16::from_le_bytes([raw[4], raw[5]]);
+                let val = u16::from_le_bytes([raw[6], raw[7]]);
+                let _ = out.push((id, ev, val), GFP_KERNEL);
+            }
+        }
+        out
+    }
+
+    /// The ids of the driver's ports, in table order.
+    fn port_ids(&self) -> KVec<u32> {
+        let Ok(mut ids) = KVec::with_capacity(64, GFP_KERNEL) else {
+            return KVec::new();
+        };
+        if let Some(pd) = self.pd() {
+            for e in pd.ports.lock().iter() {
+                // The tests use fewer than 64 ports.
+                let _ = ids.push_within_capacity(e.port.id);
+            }
+        }
+        ids
+    }
+
+    fn port(&self, id: u32) -> Option<Arc<Port>> {
+        self.pd()?.find_port(id)
+    }
+
+    /// Hands `data` to port `id` through its receive queue, reporting `used_len`.
+    fn to_port(&self, id: u32, data: &[u8], used_len: u32) -> Result<Taken> {
+        let (rx, _) = control::port_queues(id);
+        let t = self.dev().take(rx, &mut [], data)?;
+        self.dev().complete(rx, t.head, used_len)?;
+        self.dev().interrupt(rx);
+        Ok(t)
+    }
+
+    /// Takes everything port `id` sent, without giving the buffers back.
+    fn take_port_output(&self, id: u32, out: &mut KVec<u8>) -> KVec<Taken> {
+        let (_, tx) = control::port_queues(id);
+        let mut taken = KVec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(t) = self.dev().take(tx, &mut buf, &[]) {
+            let n = (t.readable as usize).min(buf.len());
+            let _ = out.extend_from_slice(&buf[..n], GFP_KERNEL);
+            let _ = taken.push(t, GFP_KERNEL);
+        }
+        taken
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Unbind first (the driver's remove runs), then forget the data; the driver
+        // registration goes last.
+        drop(self.dev.take());
+        *self.ctx.bound.lock() = None;
+    }
+}
+
+/// Builds a control message in the device's (little-endian, VERSION_1) byte order.
+fn msg(id: u32, event: u16, value: u16, payload: &[u8]) -> KVec<u8> {
+    let mut v = KVec::new();
+    let _ = v.extend_from_slice(&id.to_le_bytes(), GFP_KERNEL);
+    let _ = v.extend_from_slice(&event.to_le_bytes(), GFP_KERNEL);
+    let _ = v.extend_from_slice(&value.to_le_bytes(), GFP_KERNEL);
+    let _ = v.extend_from_slice(payload, GFP_KERNEL);
+    v
+}
+
+fn name_of(port: &Port) -> Option<KVec<u8>> {
+    let st = port.state.lock();
+    let name = st.name.as_ref()?;
+    let mut v = KVec::new();
+    v.extend_from_slice(name.to_bytes(), GFP_KERNEL).ok()?;
+    Some(v)
+}
+
+/// A small, seeded generator (xorshift64*), so a failing sequence can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u32) -> u32 {
+        ((self.next() >> 32) % u64::from(n)) as u32
+    }
+}
+
+#[kunit_tests(virtio_console_rs_fake_device)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_multiport_fills_control_queue_and_says_ready() -> Result {
+        let h = Host::new(F_MULTIPORT, 4)?;
+        assert!(h.dev().is_bound());
+        // DRIVER_OK is set.
+        assert_eq!(h.dev().status() & 4, 4);
+        // Port 0's pair, the control pair, and a pair for ports 1..3.
+        assert_eq!(h.dev().nr_queues(), 10);
+        assert_eq!(h.dev().pending(C_IVQ), QSIZE);
+        assert_eq!(&h.replies()[..], &[(control::BAD_ID, EV_DEVICE_READY, 1)]);
+        assert!(h.port_ids().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn probe_refuses_bad_max_nr_ports() -> Result {
+        for max in [0, 0x8001, u32::MAX] {
+            let h = Host::new(F_MULTIPORT, max)?;
+            assert!(!h.dev().is_bound());
+            assert_eq!(h.dev().nr_queues(), 0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn single_port_device_makes_port_zero_a_console() -> Result {
+        let h = Host::new(F_SIZE, 0)?;
+        assert!(h.dev().is_bound());
+        assert_eq!(h.dev().nr_queues(), 2);
+        assert_eq!(&h.port_ids()[..], &[0]);
+        let port = h.port(0).ok_or(ENODEV)?;
+        assert!(port.state.lock().vtermno >= 1);
+        // Console output goes out on queue 1.
+        assert_eq!(port.console_put(b"hi"), Ok(2));
+        let mut out = KVec::new();
+        let taken = h.take_port_output(0, &mut out);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(&out[..], b"hi");
+        // Console input comes in on queue 0.
+        h.to_port(0, b"typed", 5)?;
+        let mut buf = [0u8; 16];
+        assert_eq!(port.console_get(&mut buf), 5);
+        assert_eq!(&buf[..5], b"typed");
+        // A size change is read through a config interrupt (no control queue exists).
+        h.dev().config_write(0, &[100, 0, 40, 0]);
+        h.dev().config_changed();
+        assert!(h.replies().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn port_lifecycle_add_open_name_data_remove() -> Result {
+        let h = Host::new(F_MULTIPORT, 4)?;
+        h.replies();
+        assert!(h.send(1, EV_PORT_ADD, 1, &[]));
+        assert_eq!(&h.replies()[..], &[(1, EV_PORT_READY, 1)]);
+        assert_eq!(&h.port_ids()[..], &[1]);
+        let port = h.port(1).ok_or(ENODEV)?;
+        // The port's receive queue is full of buffers.
+        assert_eq!(h.dev().pending(4), QSIZE);
+
+        h.send(1, EV_PORT_OPEN, 1, &[]);
+        assert!(port.state.lock().host_connected);
+        h.send(1, EV_PORT_NAME, 1, b"org.test.one\0");
+        assert_eq!(name_of(&port).as_deref(), Some(&b"org.test.one"[..]));
+
+        // Data to a port no file has open is dropped and counted, as in the C driver.
+        h.to_port(1, b"0123456789", 10)?;
+        {
+            let st = port.state.lock();
+            assert_eq!(st.stats.bytes_received, 10);
+            assert_eq!(st.stats.bytes_discarded, 10);
+        }
+        // Opened, it keeps the data and tells the host.
+        port.open()?;
+        assert_eq!(&h.replies()[..], &[(1, EV_PORT_OPEN, 1)]);
+        assert_eq!(port.open(), Err(EBUSY));
+        h.to_port(1, b"abc", 3)?;
+        assert_ne!(port.poll_mask() & poll_mask::IN, 0);
+        assert_eq!(port.state.lock().stats.bytes_received, 13);
+
+        h.send(1, EV_PORT_REMOVE, 0, &[]);
+        assert!(h.port_ids().is_empty());
+        assert!(port.state.lock().unplugged);
+        assert_eq!(port.poll_mask(), poll_mask::HUP);
+        port.release();
+        // The port can come back.
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        assert_eq!(&h.replies()[..], &[(1, EV_PORT_READY, 1)]);
+        assert_eq!(&h.port_ids()[..], &[1]);
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_and_out_of_order_events() -> Result {
+        let h = Host::new(F_MULTIPORT, 4)?;
+        h.replies();
+        // Remove, open, name, resize and console for a port that does not exist: ignored.
+        h.send(2, EV_PORT_REMOVE, 0, &[]);
+        h.send(2, EV_PORT_OPEN, 1, &[]);
+        h.send(2, EV_PORT_NAME, 1, b"ghost\0");
+        h.send(2, EV_RESIZE, 0, &[80, 0, 25, 0]);
+        h.send(2, EV_CONSOLE_PORT, 1, &[]);
+        assert!(h.port_ids().is_empty());
+        assert!(h.replies().is_empty());
+
+        // PORT_ADD twice: one port, and the host hears PORT_READY both times.
+        h.send(2, EV_PORT_ADD, 1, &[]);
+        h.send(2, EV_PORT_ADD, 1, &[]);
+        assert_eq!(&h.port_ids()[..], &[2]);
+        assert_eq!(
+            &h.replies()[..],
+            &[(2, EV_PORT_READY, 1), (2, EV_PORT_READY, 1)]
+        );
+
+        // RESIZE on a port that is not a console changes nothing.
+        h.send(2, EV_RESIZE, 0, &[80, 0, 25, 0]);
+        assert!(h.replies().is_empty());
+
+        // CONSOLE_PORT twice: one console, opened once.
+        h.send(2, EV_CONSOLE_PORT, 1, &[]);
+        let port = h.port(2).ok_or(ENODEV)?;
+        let vtermno = port.state.lock().vtermno;
+        assert!(vtermno >= 1);
+        h.send(2, EV_CONSOLE_PORT, 1, &[]);
+        assert_eq!(port.state.lock().vtermno, vtermno);
+        assert_eq!(&h.replies()[..], &[(2, EV_PORT_OPEN, 1)]);
+        // A console port cannot be opened as a file.
+        assert_eq!(port.open(), Err(ENXIO));
+
+        // CONSOLE_PORT with value 0 is not an un-console.
+        h.send(2, EV_CONSOLE_PORT, 0, &[]);
+        assert_eq!(port.state.lock().vtermno, vtermno);
+
+        // PORT_NAME twice keeps the first name.
+        h.send(2, EV_PORT_NAME, 1, b"first\0");
+        h.send(2, EV_PORT_NAME, 1, b"second\0");
+        assert_eq!(name_of(&port).as_deref(), Some(&b"first"[..]));
+
+        // Removing it frees its vtermno: the next console gets the same number.
+        h.send(2, EV_PORT_REMOVE, 0, &[]);
+        h.send(3, EV_PORT_ADD, 1, &[]);
+        h.send(3, EV_CONSOLE_PORT, 1, &[]);
+        let port3 = h.port(3).ok_or(ENODEV)?;
+        assert_eq!(port3.state.lock().vtermno, vtermno);
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_control_messages_are_refused() -> Result {
+        let h = Host::new(F_MULTIPORT, 4)?;
+        h.replies();
+        // Shorter than the header, with the rest of the buffer left as it was.
+        let add1 = msg(1, EV_PORT_ADD, 1, &[]);
+        for len in 0..8u32 {
+            assert!(h.send_raw(&add1, len));
+        }
+        assert!(h.port_ids().is_empty());
+        // Unknown and guest-only events.
+        h.send(1, 99, 1, &[]);
+        h.send(1, EV_PORT_READY, 1, &[]);
+        h.send(1, EV_DEVICE_READY, 1, &[]);
+        // Ids out of range, including the largest ones.
+        for id in [4, 5, 0x7fff, 0x8000, u32::MAX - 1, control::BAD_ID] {
+            h.send(id, EV_PORT_ADD, 1, &[]);
+        }
+        assert!(h.port_ids().is_empty());
+        assert!(h.replies().is_empty());
+        // A RESIZE without its size.
+        h.send(0, EV_PORT_ADD, 1, &[]);
+        h.send(0, EV_CONSOLE_PORT, 1, &[]);
+        h.replies();
+        h.send(0, EV_RESIZE, 0, &[80, 0]);
+        // Every buffer came back to the driver's control queue.
+        assert_eq!(h.dev().pending(C_IVQ), QSIZE);
+
+        // Names: empty (kept as empty, as in the C driver, whose attribute then reads "\n"),
+        // one byte without NUL, cut at the first NUL, and longer than a buffer.
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(2, EV_PORT_ADD, 1, &[]);
+        h.send(3, EV_PORT_ADD, 1, &[]);
+        let (p0, p1, p2, p3) = (
+            h.port(0).ok_or(ENODEV)?,
+            h.port(1).ok_or(ENODEV)?,
+            h.port(2).ok_or(ENODEV)?,
+            h.port(3).ok_or(ENODEV)?,
+        );
+        h.send(1, EV_PORT_NAME, 1, &[]);
+        assert_eq!(name_of(&p1).as_deref(), Some(&b""[..]));
+        h.send(2, EV_PORT_NAME, 1, b"a");
+        assert_eq!(name_of(&p2).as_deref(), Some(&b"a"[..]));
+        h.send(3, EV_PORT_NAME, 1, b"b\0junk");
+        assert_eq!(name_of(&p3).as_deref(), Some(&b"b"[..]));
+        let mut long = KVec::new();
+        long.extend_from_slice(&[b'x'; 5000], GFP_KERNEL)?;
+        let m = msg(0, EV_PORT_NAME, 1, &long);
+        // The buffer holds 4096 bytes; the device claims all 5008.
+        h.send_raw(&m, m.len() as u32);
+        let n0 = name_of(&p0).ok_or(EINVAL)?;
+        assert_eq!(n0.len(), control::MAX_NAME_LEN);
+        assert!(n0.iter().all(|&b| b == b'x'));
+
+        // A used length far beyond the buffer.
+        let m = msg(1, EV_PORT_OPEN, 1, &[]);
+        h.send_raw(&m, u32::MAX);
+        assert!(p1.state.lock().host_connected);
+
+        // The ports still work.
+        assert_eq!(&h.port_ids()[..], &[0, 1, 2, 3]);
+        h.to_port(2, b"still here", 10)?;
+        assert_eq!(p2.state.lock().stats.bytes_received, 10);
+        Ok(())
+    }
+
+    #[test]
+    fn data_used_lengths_are_clamped() -> Result {
+        let h = Host::new(F_MULTIPORT, 2)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_PORT_OPEN, 1, &[]);
+        let port = h.port(1).ok_or(ENODEV)?;
+        port.open()?;
+        // Zero bytes carry nothing; the buffer goes straight back.
+        h.to_port(1, b"", 0)?;
+        assert_eq!(port.state.lock().stats.bytes_received, 0);
+        assert_eq!(port.poll_mask() & poll_mask::IN, 0);
+        // A used length past the buffer counts the buffer, not the claim.
+        let t = h.to_port(1, b"abc", 1 << 30)?;
+        assert_eq!(t.writable as usize, RX_BUF_SIZE);
+        assert_eq!(port.state.lock().stats.bytes_received, RX_BUF_SIZE as u64);
+        assert_ne!(port.poll_mask() & poll_mask::IN, 0);
+        // On close the unread data is discarded and counted.
+        port.release();
+        assert_eq!(port.state.lock().stats.bytes_discarded, RX_BUF_SIZE as u64);
+        Ok(())
+    }
+
+    #[test]
+    fn broken_queues_mid_run() -> Result {
+        let h = Host::new(F_MULTIPORT, 4)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(2, EV_PORT_ADD, 1, &[]);
+        h.send(2, EV_CONSOLE_PORT, 1, &[]);
+        h.replies();
+        let (p1, p2) = (h.port(1).ok_or(ENODEV)?, h.port(2).ok_or(ENODEV)?);
+        // Port 1's receive queue breaks: its data is lost, port 2 still works.
+        h.dev().break_queue(4)?;
+        let _ = h.to_port(1, b"lost", 4);
+        h.to_port(2, b"kept", 4)?;
+        let mut buf = [0u8; 8];
+        assert_eq!(p2.console_get(&mut buf), 4);
+        assert_eq!(&buf[..4], b"kept");
+        assert_eq!(p1.state.lock().stats.bytes_received, 0);
+        // The control transmit queue breaks: adding a port neither hangs nor replies.
+        h.dev().break_queue(C_OVQ)?;
+        h.send(3, EV_PORT_ADD, 1, &[]);
+        assert_eq!(&h.port_ids()[..], &[1, 2, 3]);
+        assert!(h.replies().is_empty());
+        // The console's transmit queue breaks: output is dropped, never retried for ever.
+        h.dev().break_queue(7)?;
+        assert_eq!(p2.console_put(b"gone"), Ok(4));
+        // The control receive queue breaks: messages no longer arrive; nothing else happens.
+        h.dev().break_queue(C_IVQ)?;
+        h.send(3, EV_PORT_REMOVE, 0, &[]);
+        assert_eq!(&h.port_ids()[..], &[1, 2, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn console_output_is_dropped_and_counted_when_the_host_never_consumes() -> Result {
+        let h = Host::new(F_MULTIPORT, 2)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_CONSOLE_PORT, 1, &[]);
+        let port = h.port(1).ok_or(ENODEV)?;
+        // The ring takes QSIZE single-descriptor writes; the host takes none back.
+        for _ in 0..QSIZE {
+            assert_eq!(port.console_put(b"x"), Ok(1));
+        }
+        // Then hvc is told to retry, a bounded number of times, and the output is dropped.
+        let mut again = 0u32;
+        loop {
+            match port.console_put(b"yz") {
+                Err(e) if e == EAGAIN => again += 1,
+                Ok(n) => {
+                    assert_eq!(n, 2);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            if again > crate::port::CONSOLE_TRIES {
+                break;
+            }
+        }
+        assert_eq!(again, crate::port::CONSOLE_TRIES - 1);
+        assert_eq!(port.state.lock().console_dropped, 2);
+        // Users see it in sysfs.
+        let mut page = [0u8; 64];
+        let n = <crate::ConsoleDroppedAttr as Attribute<Port>>::show(&port, &mut page);
+        assert_eq!(&page[..n], b"2\n");
+        assert_eq!(port.state.lock().stats.bytes_sent, u64::from(QSIZE));
+        // The host drains the ring: output flows again and nothing more is dropped.
+        let mut out = KVec::new();
+        let taken = h.take_port_output(1, &mut out);
+        assert_eq!(taken.len(), QSIZE as usize);
+        for t in taken.iter() {
+            h.dev().complete(5, t.head, 0)?;
+        }
+        h.dev().interrupt(5);
+        assert_eq!(port.console_put(b"ok"), Ok(2));
+        assert_eq!(port.state.lock().console_dropped, 2);
+        Ok(())
+    }
+}
+
+#[kunit_tests(virtio_console_rs_fake_random)]
+mod random {
+    use super::*;
+
+    /// Number of ports the random device has; ids up to two beyond are sent too.
+    const MAX_PORTS: u32 = 6;
+
+    /// A seeded random mix of valid, duplicate, out-of-order and malformed control messages
+    /// and data buffers. The driver's port table must match a model of what a correct driver
+    /// does, consoles must keep distinct vtermnos, and nothing may crash, hang, warn or leak.
+    #[test]
+    fn seeded_random_control_and_data() -> Result {
+        let seed = crate::module_parameters::fake_seed.value();
+        let total = crate::module_parameters::fake_messages.value();
+        let h = Host::new(F_MULTIPORT | F_SIZE, MAX_PORTS)?;
+        let mut rng = Rng::new(seed);
+        let mut present = [false; MAX_PORTS as usize];
+        let mut sent = 0u64;
+        while sent < total {
+            // A batch of messages, then one interrupt, as a host would.
+            let batch = 1 + rng.below(16);
+            for _ in 0..batch {
+                let id = rng.below(MAX_PORTS + 2);
+                let kind = rng.below(100);
+                let (event, value, payload): (u16, u16, &[u8]) = match kind {
+                    0..=9 => (EV_PORT_ADD, 1, &[]),
+                    10..=17 => (EV_PORT_REMOVE, 0, &[]),
+                    18..=22 => (EV_CONSOLE_PORT, 1, &[]),
+                    23..=42 => (EV_PORT_OPEN, (rng.below(2)) as u16, &[]),
+                    43..=57 => (EV_PORT_NAME, 1, b"org.test.random\0"),
+                    58..=62 => (EV_PORT_NAME, 1, &[]),
+                    63..=77 => (EV_RESIZE, 0, &[80, 0, 25, 0]),
+                    78..=82 => (EV_RESIZE, 0, &[1]),
+                    83..=87 => (rng.below(0x10000) as u16, rng.below(3) as u16, &[]),
+                    _ => (EV_PORT_OPEN, 1, &[]),
+                };
+                let m = msg(id, event, value, payload);
+                let used = match rng.below(20) {
+                    0 => rng.below(9),
+                    1 => u32::MAX,
+                    _ => m.len() as u32,
+                };
+                if !h.post_raw(&m, used) {
+                    break;
+                }
+                sent += 1;
+                if used < 8 || (id as usize) >= present.len() {
+                    continue;
+                }
+                match event {
+                    EV_PORT_ADD => present[id as usize] = true,
+                    EV_PORT_REMOVE => present[id as usize] = false,
+                    _ => {}
+                }
+            }
+            h.dev().interrupt(C_IVQ);
+            // Data for a random port, with a random used length.
+            let id = rng.below(MAX_PORTS);
+            let used = match rng.below(8) {
+                0 => 0,
+                1 => u32::MAX,
+                _ => rng.below(RX_BUF_SIZE as u32 + 1),
+            };
+            let _ = h.to_port(id, b"random data", used);
+            h.settle();
+            h.replies();
+            // Console output from time to time; the host consumes it.
+            if rng.below(4) == 0 {
+                if let Some(p) = h.port(rng.below(MAX_PORTS)) {
+                    let _ = p.console_put(b"out");
+                }
+                for id in 0..MAX_PORTS {
+                    let (_, tx) = control::port_queues(id);
+                    while let Ok(t) = h.dev().take(tx, &mut [], &[]) {
+                        let _ = h.dev().complete(tx, t.head, 0);
+                    }
+                    h.dev().interrupt(tx);
+                }
+            }
+            // The table matches the model after every batch.
+            let ids = h.port_ids();
+            for (id, &want) in present.iter().enumerate() {
+                assert_eq!(ids.contains(&(id as u32)), want);
+            }
+            assert_eq!(h.dev().pending(C_IVQ), QSIZE);
+        }
+        // Consoles hold distinct vtermnos from 1.
+        let mut seen = KVec::new();
+        for id in h.port_ids().iter() {
+            if let Some(p) = h.port(*id) {
+                let v = p.state.lock().vtermno;
+                if v != 0 {
+                    assert!(!seen.contains(&v));
+                    seen.push(v, GFP_KERNEL)?;
+                }
+            }
+        }
+        pr_info!(
+            "fake_random: seed {:#x}, {} messages, {} ports and {} consoles at the end\n",
+            seed,
+            sent,
+            h.port_ids().len(),
+            seen.len()
+        );
+        // Removing the device frees every vtermno: the next one is 1 again.
+        let ctx = h.ctx.clone();
+        drop(h);
+        let first = Ida::alloc_min(&ctx.globals.vtermnos, 1)?;
+        assert_eq!(first.id(), 1);
+        Ok(())
+    }
+}
