@@ -49,9 +49,22 @@ else
 	[ "$fail" -ne 0 ] || echo "$sum" >"$CACHE/clippy-clean"
 	rm -f "$log"
 fi
+
+stage check-modalias "module aliases: virtio_console_rs.ko has the C driver's"
+c_alias=$(modinfo -F alias "$OUT/virtio_console.ko" | sort)
+rs_alias=$(modinfo -F alias "$OUT/virtio_console_rs.ko" | sort)
+rng_alias=$(modinfo -F alias "$OUT/rust_virtio_rng.ko")
+if [ -z "$rs_alias" ] || [ "$c_alias" != "$rs_alias" ]; then
+	echo "modalias: virtio_console.ko has '$c_alias', virtio_console_rs.ko has '$rs_alias'" >&2
+	fail=1
+fi
+if [ "$rng_alias" != "virtio:d00000004v*" ]; then
+	echo "modalias: rust_virtio_rng.ko has '$rng_alias', want 'virtio:d00000004v*'" >&2
+	fail=1
+fi
 stage_end
 if [ "$fail" -ne 0 ]; then
 	echo "checks: FAILED" >&2
 	exit 1
 fi
-echo "checks: rustfmt, no-unsafe, checkpatch and clippy clean" >&2
+echo "checks: rustfmt, no-unsafe, checkpatch, clippy and module aliases clean" >&2

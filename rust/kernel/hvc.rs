@@ -195,6 +195,12 @@ impl<T: Operations> Registration<T> {
 
 impl<T: Operations> Drop for Registration<T> {
     fn drop(&mut self) {
+        // A resize schedules `hp->tty_resize`, which the hvc core cancels only when a tty
+        // closes or hangs up: with no tty open, `hvc_remove` would free `hp` with the work
+        // still queued. No resize can come from us any more (`drop` has `&mut self`); one
+        // from a tty opened meanwhile is cancelled by the hangup `hvc_remove` does.
+        // SAFETY: By the type invariant `hp` is live; `hvc_alloc` initialised `tty_resize`.
+        unsafe { bindings::cancel_work_sync(&raw mut (*self.hp.as_ptr()).tty_resize) };
         // SAFETY: By the type invariant `hp` is live; this is its only removal. `hvc_remove`
         // takes `hp->lock`, so no `put_chars`/`get_chars` for it runs after it returns.
         unsafe { bindings::hvc_remove(self.hp.as_ptr()) };

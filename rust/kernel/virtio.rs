@@ -52,13 +52,48 @@ pub const ID_RNG: u32 = bindings::VIRTIO_ID_RNG;
 /// Matches any vendor in a [`DeviceId`] (`VIRTIO_DEV_ANY_ID`).
 pub const DEV_ANY_ID: u32 = bindings::VIRTIO_DEV_ANY_ID;
 
-/// A virtio device id, as in `struct virtio_device_id`.
+/// A virtio device id, laid out as `struct virtio_device_id`.
+///
+/// Besides [`Driver::ID_TABLE`], which the bus matches against, a module lists its ids with
+/// [`module_virtio_device_table!`](crate::module_virtio_device_table) so that modpost writes
+/// `virtio:d<device>v<vendor>` aliases and udev loads the module when such a device appears.
 #[derive(Clone, Copy)]
+#[repr(C)]
 pub struct DeviceId {
     /// The device type, for example [`ID_CONSOLE`].
     pub device: u32,
     /// The vendor, or [`DEV_ANY_ID`].
     pub vendor: u32,
+}
+
+// SAFETY: `DeviceId` is `#[repr(C)]` with the fields of `struct virtio_device_id` in the same
+// order and of the same types, so the two are layout-compatible.
+unsafe impl crate::device_id::RawDeviceId for DeviceId {
+    type RawType = bindings::virtio_device_id;
+}
+
+const _: () =
+    assert!(core::mem::size_of::<DeviceId>() == core::mem::size_of::<bindings::virtio_device_id>());
+
+/// Declares the virtio ids of a module for modpost, which turns them into `MODULE_ALIAS`es
+/// (`virtio:d00000003v*` for a console driver), as `MODULE_DEVICE_TABLE(virtio, ...)` does in C.
+///
+/// # Examples
+///
+/// ```ignore
+/// kernel::module_virtio_device_table!(CONSOLE_IDS, [virtio::DeviceId::new(virtio::ID_CONSOLE)]);
+/// ```
+#[macro_export]
+macro_rules! module_virtio_device_table {
+    ($table_name:ident, [$($id:expr),* $(,)?]) => {
+        $crate::module_device_table!(
+            "virtio",
+            $crate::virtio::DeviceId,
+            $table_name,
+            @none,
+            [$($id),*]
+        );
+    };
 }
 
 impl DeviceId {

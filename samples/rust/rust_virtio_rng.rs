@@ -82,6 +82,8 @@ struct Bound {
 
 struct RngDriver;
 
+kernel::module_virtio_device_table!(RNG_IDS, [virtio::DeviceId::new(virtio::ID_RNG)]);
+
 impl virtio::Driver for RngDriver {
     type Context = Globals;
     type Data = Bound;

@@ -446,6 +446,33 @@ mod tests {
     }
 
     #[test]
+    fn console_removed_right_after_a_resize() -> Result {
+        // A resize schedules the hvc core's `tty_resize` work; with no tty open, removing the
+        // console at once must not free the hvc while that work is still queued.
+        let h = Host::new(F_MULTIPORT | F_SIZE, 2)?;
+        for i in 0..200u16 {
+            for (ev, val, payload) in [
+                (EV_PORT_ADD, 1, &[][..]),
+                (EV_CONSOLE_PORT, 1, &[][..]),
+                (EV_RESIZE, 0, &[80, 0, 25, 0][..]),
+                (EV_RESIZE, 0, &[(i % 200) as u8 + 1, 0, 24, 0][..]),
+                (EV_PORT_REMOVE, 0, &[][..]),
+            ] {
+                let m = msg(1, ev, val, payload);
+                assert!(h.post_raw(&m, m.len() as u32));
+            }
+            h.dev().interrupt(C_IVQ);
+            h.settle();
+            h.replies();
+        }
+        assert!(h.port_ids().is_empty());
+        // Every console went away with its number.
+        let next = Ida::alloc_min(&h.ctx.globals.vtermnos, 1)?;
+        assert_eq!(next.id(), 1);
+        Ok(())
+    }
+
+    #[test]
     fn malformed_control_messages_are_refused() -> Result {
         let h = Host::new(F_MULTIPORT, 4)?;
         h.replies();

@@ -107,6 +107,11 @@ impl Attribute<Port> for ConsoleDroppedAttr {
 
 struct VirtioConsole;
 
+kernel::module_virtio_device_table!(
+    VIRTIO_CONSOLE_IDS,
+    [virtio::DeviceId::new(virtio::ID_CONSOLE)]
+);
+
 impl virtio::Driver for VirtioConsole {
     type Context = Globals;
     type Data = PortsDevice;

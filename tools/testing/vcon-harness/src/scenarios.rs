@@ -453,6 +453,46 @@ pub fn all() -> Vec<Scenario> {
         timeout: 120,
     });
 
+    // A device without VIRTIO_CONSOLE_F_MULTIPORT: QEMU offers it only when max_ports > 1.
+    let mut q = vec!["-device".into(), "virtio-serial-pci,id=vser0,max_ports=1".into()];
+    q.extend(console(0, 0, "con0"));
+    v.push(Scenario {
+        name: "single_port_console",
+        about: "a device without MULTIPORT: port 0 is an hvc console at once; output, input, nodes, debugfs",
+        qemu: q,
+        guest: concat!(
+            "load_driver
+wait_for /dev/hvc0
+wait_for /dev/vport0p0
+",
+            "echo \"@@ ttys $(ls /dev | grep -c '^hvc[0-9]')\"\n",
+            "echo single-port > /dev/hvc0\n",
+            "(head -c 7 /dev/hvc0 > /tmp/in) &\n",
+            "sleep 1\necho '@@ listening'\n",
+            "wait\necho \"@@ hvcin $(cat /tmp/in)\"\n",
+            "dump single\n"
+        ),
+        host: |vm, _| {
+            let mut s = vm.connect("con0")?;
+            let got = read_exact(&mut s, 13)?;
+            expect_eq(&String::from_utf8_lossy(&got), "single-port\r\n", "console output")?;
+            vm.result("listening")?;
+            s.write_all(b"typed!\n").map_err(|e| e.to_string())?;
+            expect_eq(&vm.result("hvcin")?, "typed!", "console input")?;
+            let mut out = vec![format!("ttys {}", vm.result("ttys")?)];
+            let dump = vm.block("single")?;
+            // Without a control queue the host's open state is never sent: the port is a
+            // console whose host end counts as closed, in both drivers.
+            check(dump.iter().any(|l| l == "is_console: yes"), || format!("dump: {dump:?}"))?;
+            check(dump.iter().any(|l| l == "vport0p0"), || format!("no /dev/vport0p0: {dump:?}"))?;
+            out.extend(dump);
+            Ok(out)
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 120,
+    });
+
     // Bulk integrity.
     let mut q = serial(0);
     q.extend(port(0, 1, "p01", Some("org.test.bulk")));
@@ -615,7 +655,7 @@ pub fn stress() -> Scenario {
     q.extend(port(0, 4, "p04", Some("org.test.flap")));
     Scenario {
         name: "stress",
-        about: "200 hotplug cycles under readers/writers with 16 MiB flowing, two threads on one fd, host reconnects, 50 rmmod/insmod cycles",
+        about: "200+ hotplug cycles under readers/writers with 1 GiB each way flowing, two threads on one fd, host reconnects, 50 rmmod/insmod cycles",
         qemu: q,
         guest: concat!(
             "load_driver\nfor p in 1 3 4; do wait_for /dev/vport0p$p; done\n",
@@ -625,9 +665,10 @@ pub fn stress() -> Scenario {
             "(while [ ! -e /tmp/stop ]; do vcg write w /dev/vport0p2 data >/dev/null 2>&1; done) &\n",
             "(while [ ! -e /tmp/stop ]; do cat /sys/kernel/debug/virtio-ports/* >/dev/null 2>&1; done) &\n",
             "echo '@@ cycle-go'\n",
-            "vcg send bulk /dev/vport0p1 16777216 3\n",
+            "vcg duplex bulk /dev/vport0p1 1073741824 3 & BULK=$!\n",
             "vcg twothreads tt /dev/vport0p3 4194304\n",
             "vcg send flap /dev/vport0p4 8388608 5\n",
+            "wait $BULK\n",
             "wait_for /dev/vport0p5\n",
             // Every loop ends by itself once its current call returns; a process still in
             // the driver after 10 s is stuck (the C driver can leave a writer asleep for ever
@@ -669,13 +710,31 @@ pub fn stress() -> Scenario {
                     }
                 }
             });
-            // Bulk sink with checksum.
+            // 1 GiB each way through one port, both checksummed: a sink and a writer.
+            const BULK: usize = 1 << 30;
+            let mut bulk_w = bulk.try_clone().map_err(|e| e.to_string())?;
+            let source = std::thread::spawn(move || {
+                let mut st = Stream(11);
+                let mut h = FNV_INIT;
+                let mut buf = vec![0u8; 32768];
+                let mut left = BULK;
+                while left > 0 {
+                    let n = left.min(buf.len());
+                    st.fill(&mut buf[..n]);
+                    h = fnv(h, &buf[..n]);
+                    if bulk_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+                (BULK - left, h)
+            });
             let sink = std::thread::spawn(move || {
                 let mut r = bulk;
                 let mut h = FNV_INIT;
                 let mut got = 0usize;
                 let mut b = vec![0u8; 65536];
-                while got < 16 << 20 {
+                while got < BULK {
                     match r.read(&mut b) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
@@ -714,7 +773,13 @@ pub fn stress() -> Scenario {
                 (got, reconnects)
             });
             vm.result("cycle-go")?;
-            for i in 0..200 {
+            // At least 200 cycles, and on until the bulk transfer is over.
+            let mut cycles = 0;
+            for i in 0..20_000 {
+                if i >= 200 && sink.is_finished() && source.is_finished() {
+                    break;
+                }
+                cycles += 1;
                 vm.qmp(&format!(
                     r#"{{"execute":"chardev-add","arguments":{{"id":"s{i}","backend":{{"type":"null","data":{{}}}}}}}}"#
                 ))?;
@@ -729,16 +794,22 @@ pub fn stress() -> Scenario {
             let mut want = FNV_INIT;
             let mut st = Stream(3);
             let mut buf = vec![0u8; 32768];
-            let mut left = 16usize << 20;
+            let mut left = BULK;
             while left > 0 {
                 let n = left.min(buf.len());
                 st.fill(&mut buf[..n]);
                 want = fnv(want, &buf[..n]);
                 left -= n;
             }
-            expect_eq(&vm.result("bulk")?, &format!("sent {} {want:016x}", 16 << 20), "bulk send")?;
+            let (put, hput) = source.join().map_err(|_| "source panicked")?;
+            check(put == BULK, || format!("host wrote only {put} of {BULK} bytes"))?;
+            expect_eq(
+                &vm.result("bulk")?,
+                &format!("sent {BULK} {want:016x} received {BULK} {hput:016x}"),
+                "bulk, guest side",
+            )?;
             let (got, h) = sink.join().map_err(|_| "sink panicked")?;
-            expect_eq(&format!("{got} {h:016x}"), &format!("{} {want:016x}", 16 << 20), "bulk received")?;
+            expect_eq(&format!("{got} {h:016x}"), &format!("{BULK} {want:016x}"), "bulk received by the host")?;
             expect_eq(&vm.result("tt")?, "4194304 4194304", "two threads on one fd")?;
             let flap_result = vm.result("flap")?;
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -756,7 +827,7 @@ pub fn stress() -> Scenario {
             }
             let reload = vm.result("reload")?;
             expect_eq(&reload, "50 50", "reload cycles ok / rmmod refused with a file open")?;
-            println!("    stress: 200 hotplug cycles, 16 MiB checked, 4 MiB two-thread echo, 8 MiB over {reconnects} host reconnects, 50 reloads");
+            println!("    stress: {cycles} hotplug cycles, 1 GiB each way checked, 4 MiB two-thread echo, 8 MiB over {reconnects} host reconnects, 50 reloads");
             Ok(vec![])
         },
         rust_only: false,

@@ -447,9 +447,54 @@ fn main() {
                 println!("@@ {tag} {wrote} {got}");
             });
         }
+        // duplex TAG PATH BYTES SEED: one fd; one thread writes BYTES of the stream SEED
+        // while the main thread reads BYTES; prints both counts and checksums.
+        "duplex" => {
+            let total: usize = arg(4).parse().unwrap_or(0);
+            let seed: u64 = arg(5).parse().unwrap_or(1);
+            with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
+                let writer = std::thread::spawn(move || {
+                    let mut s = Stream(seed);
+                    let mut h = FNV_INIT;
+                    let mut sent = 0usize;
+                    let mut buf = vec![0u8; 32768];
+                    'outer: while sent < total {
+                        let n = (total - sent).min(buf.len());
+                        s.fill(&mut buf[..n]);
+                        h = fnv(h, &buf[..n]);
+                        let mut off = 0;
+                        while off < n {
+                            match sys_write(fd, &buf[off..n]) {
+                                Ok(k) => off += k,
+                                Err(e) if e == libc_consts::EINTR => {}
+                                Err(_) => break 'outer,
+                            }
+                        }
+                        sent += n;
+                    }
+                    (sent, h)
+                });
+                let mut h = FNV_INIT;
+                let mut got = 0usize;
+                let mut buf = vec![0u8; 65536];
+                while got < total {
+                    match sys_read(fd, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            h = fnv(h, &buf[..n]);
+                            got += n;
+                        }
+                        Err(e) if e == libc_consts::EINTR => {}
+                        Err(_) => break,
+                    }
+                }
+                let (sent, hs) = writer.join().unwrap_or((0, 0));
+                println!("@@ {tag} sent {sent} {hs:016x} received {got} {h:016x}");
+            });
+        }
         _ => {
             eprintln!(
-                "usage: vcg open|open-twice|read|write|poll|hold-read|send|recv TAG PATH ..."
+                "usage: vcg open|open-twice|read|write|poll|hold-read|send|recv|duplex TAG PATH ..."
             );
             std::process::exit(2);
         }
