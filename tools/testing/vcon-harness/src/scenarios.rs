@@ -662,10 +662,11 @@ pub fn stress() -> Scenario {
             "(while [ ! -e /tmp/stop ]; do vcg write w /dev/vport0p2 data >/dev/null 2>&1; done) &\n",
             "(while [ ! -e /tmp/stop ]; do cat /sys/kernel/debug/virtio-ports/* >/dev/null 2>&1; done) &\n",
             "echo '@@ cycle-go'\n",
-            "vcg duplex bulk /dev/vport0p1 1073741824 3 & BULK=$!\n",
+            // Its result is printed last, whenever it ends, so the host reads them in order.
+            "vcg duplex bulk /dev/vport0p1 1073741824 3 > /tmp/bulk.out & BULK=$!\n",
             "vcg twothreads tt /dev/vport0p3 4194304\n",
             "vcg send flap /dev/vport0p4 8388608 5\n",
-            "wait $BULK\n",
+            "wait $BULK; cat /tmp/bulk.out\n",
             "wait_for /dev/vport0p5\n",
             // Every loop ends by itself once its current call returns; a process still in
             // the driver after 10 s is stuck (the C driver can leave a writer asleep for ever
@@ -798,6 +799,12 @@ pub fn stress() -> Scenario {
                 want = fnv(want, &buf[..n]);
                 left -= n;
             }
+            expect_eq(&vm.result("tt")?, "4194304 4194304", "two threads on one fd")?;
+            let flap_result = vm.result("flap")?;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            check(flap_result.starts_with("sent 8388608 "), || format!("flap send: {flap_result}"))?;
+            let (fgot, reconnects) = flap.join().map_err(|_| "flap panicked")?;
+            check(reconnects > 1 && fgot > 0, || format!("host reconnects {reconnects}, {fgot} bytes"))?;
             let (put, hput) = source.join().map_err(|_| "source panicked")?;
             check(put == BULK, || format!("host wrote only {put} of {BULK} bytes"))?;
             expect_eq(
@@ -807,12 +814,6 @@ pub fn stress() -> Scenario {
             )?;
             let (got, h) = sink.join().map_err(|_| "sink panicked")?;
             expect_eq(&format!("{got} {h:016x}"), &format!("{BULK} {want:016x}"), "bulk received by the host")?;
-            expect_eq(&vm.result("tt")?, "4194304 4194304", "two threads on one fd")?;
-            let flap_result = vm.result("flap")?;
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            check(flap_result.starts_with("sent 8388608 "), || format!("flap send: {flap_result}"))?;
-            let (fgot, reconnects) = flap.join().map_err(|_| "flap panicked")?;
-            check(reconnects > 1 && fgot > 0, || format!("host reconnects {reconnects}, {fgot} bytes"))?;
             // Tell the guest the cycles are over: a port it waits for.
             vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"done","backend":{"type":"null","data":{}}}}"#)?;
             vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":5,"chardev":"done","id":"dev-done"}}"#)?;
