@@ -672,3 +672,46 @@ int virtio_test_device_break_queue(struct virtio_test_device *tdev,
 	return vq ? 0 : -ENODEV;
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_break_queue);
+
+/**
+ * virtio_test_device_freeze() - put the device through a system sleep's freeze
+ * @tdev: the device
+ *
+ * Calls virtio_device_freeze() as the PM core would, with the device lock held.
+ *
+ * Return: the driver's answer, or -EOPNOTSUPP without CONFIG_PM_SLEEP.
+ */
+int virtio_test_device_freeze(struct virtio_test_device *tdev)
+{
+	int ret = -EOPNOTSUPP;
+
+	if (IS_ENABLED(CONFIG_PM_SLEEP)) {
+		device_lock(&tdev->vdev.dev);
+		ret = virtio_device_freeze(&tdev->vdev);
+		device_unlock(&tdev->vdev.dev);
+	}
+	return ret;
+}
+EXPORT_SYMBOL_GPL(virtio_test_device_freeze);
+
+/**
+ * virtio_test_device_restore() - wake the device from a system sleep
+ * @tdev: the device
+ *
+ * Calls virtio_device_restore() as the PM core would, with the device lock
+ * held. The driver finds fresh queues.
+ *
+ * Return: the driver's answer, or -EOPNOTSUPP without CONFIG_PM_SLEEP.
+ */
+int virtio_test_device_restore(struct virtio_test_device *tdev)
+{
+	int ret = -EOPNOTSUPP;
+
+	if (IS_ENABLED(CONFIG_PM_SLEEP)) {
+		device_lock(&tdev->vdev.dev);
+		ret = virtio_device_restore(&tdev->vdev);
+		device_unlock(&tdev->vdev.dev);
+	}
+	return ret;
+}
+EXPORT_SYMBOL_GPL(virtio_test_device_restore);

@@ -150,6 +150,27 @@ pub trait Driver: Send + Sync + 'static {
     fn config_changed(data: &Arc<Self::Data>) {
         let _ = data;
     }
+
+    /// The system is going to sleep, or the transport is about to reset the device.
+    ///
+    /// The device is already reset and no callback runs any more. The driver stops its
+    /// deferred work and forgets what it had lent the device. When this returns, the adapter
+    /// revokes every queue (dropping the buffers the device still owned) and deletes them; the
+    /// [`Virtqueue`] objects stay valid and are attached to new queues before
+    /// [`Driver::restore`]. An error aborts the sleep.
+    fn freeze(dev: &Device, data: &Arc<Self::Data>) -> Result {
+        let _ = (dev, data);
+        Ok(())
+    }
+
+    /// The system woke up, or the transport reset is over.
+    ///
+    /// The features are negotiated again and the driver's queues exist again, empty. The
+    /// driver refills them and calls [`Device::device_ready`] (the core does if it does not).
+    fn restore(dev: &Device, data: &Arc<Self::Data>) -> Result {
+        let _ = (dev, data);
+        Ok(())
+    }
 }
 
 /// A virtio device.
@@ -283,48 +304,20 @@ impl Device {
     pub fn find_vqs(&self, infos: &[VirtqueueInfo]) -> Result<KVec<Arc<Virtqueue>>> {
         let state = self.state().ok_or(EINVAL)?;
         let n = infos.len();
-        let mut raw_infos = KVec::with_capacity(n, GFP_KERNEL)?;
-        for info in infos {
-            raw_infos.push(
-                bindings::virtqueue_info {
-                    name: info.name.as_char_ptr(),
-                    callback: if info.callback {
-                        Some(state.vq_callback)
-                    } else {
-                        None
-                    },
-                    ctx: false,
-                },
-                GFP_KERNEL,
-            )?;
-        }
-        let mut raw_vqs: KVec<*mut bindings::virtqueue> = KVec::with_capacity(n, GFP_KERNEL)?;
-        raw_vqs.resize(n, core::ptr::null_mut(), GFP_KERNEL)?;
-
         let mut queues = state.queues.lock();
-        queues.reserve(n, GFP_KERNEL)?;
-        if !queues.is_empty() {
+        if !queues.vqs.is_empty() || queues.frozen {
             return Err(EBUSY);
         }
-        // SAFETY: `self.as_raw()` is valid; both arrays hold `n` entries.
-        to_result(unsafe {
-            bindings::virtio_find_vqs(
-                self.as_raw(),
-                n as u32,
-                raw_vqs.as_mut_ptr(),
-                raw_infos.as_mut_ptr(),
-            )
-        })?;
+        queues.vqs.reserve(n, GFP_KERNEL)?;
+        let mut saved = KVec::with_capacity(n, GFP_KERNEL)?;
+        saved.extend_from_slice(infos, GFP_KERNEL)?;
         let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        let raw = state.find_raw(self, infos)?;
         let mut result = Ok(());
-        for &raw in raw_vqs.iter() {
-            let Some(vq) = NonNull::new(raw) else {
-                result = Err(EINVAL);
-                break;
-            };
-            // SAFETY: `vq` was just returned by `find_vqs` and is deleted only by `del_vqs`,
-            // after every wrapper was revoked (see `DeviceState::teardown`).
-            let vq = match Arc::pin_init(unsafe { Virtqueue::new(vq) }, GFP_KERNEL) {
+        for &raw_vq in raw.iter() {
+            // SAFETY: `raw_vq` was just returned by `find_vqs` and is deleted only by `del_vqs`,
+            // after every wrapper was revoked (see `DeviceState::teardown` and `freeze`).
+            let vq = match Arc::pin_init(unsafe { Virtqueue::new(raw_vq) }, GFP_KERNEL) {
                 Ok(vq) => vq,
                 Err(e) => {
                     result = Err(e);
@@ -332,7 +325,7 @@ impl Device {
                 }
             };
             // Cannot fail: both vectors were allocated with capacity `n`.
-            if let Err(e) = queues.push(vq.clone(), GFP_KERNEL) {
+            if let Err(e) = queues.vqs.push(vq.clone(), GFP_KERNEL) {
                 result = Err(e.into());
                 break;
             }
@@ -342,13 +335,14 @@ impl Device {
             }
         }
         if let Err(e) = result {
-            for vq in queues.drain_all() {
+            for vq in queues.vqs.drain_all() {
                 vq.revoke();
             }
             // SAFETY: The queues were found above and every wrapper is revoked.
             unsafe { bindings::virtio_del_vqs(self.as_raw()) };
             return Err(e);
         }
+        queues.infos = saved;
         Ok(out)
     }
 
@@ -405,25 +399,125 @@ impl Device {
 #[pin_data]
 struct DeviceState {
     vq_callback: unsafe extern "C" fn(*mut bindings::virtqueue),
-    /// Every queue found, revoked before `del_vqs`. Touched in process context only, from probe
-    /// and remove, which the driver core serialises.
+    /// Every queue found, revoked before `del_vqs`. Touched in process context only, from probe,
+    /// remove, freeze and restore, which the driver core serialises.
     #[pin]
-    queues: Mutex<KVec<Arc<Virtqueue>>>,
+    queues: Mutex<Queues>,
+}
+
+/// The queues of a bound device.
+struct Queues {
+    vqs: KVec<Arc<Virtqueue>>,
+    /// What [`Device::find_vqs`] was asked for, to find the same queues again on restore.
+    infos: KVec<VirtqueueInfo>,
+    /// A freeze deleted the queues and no restore found them again: every wrapper is revoked.
+    frozen: bool,
 }
 
 impl DeviceState {
+    /// Finds the queues described by `infos`; on success every entry is non-null.
+    fn find_raw(
+        &self,
+        dev: &Device,
+        infos: &[VirtqueueInfo],
+    ) -> Result<KVec<NonNull<bindings::virtqueue>>> {
+        let n = infos.len();
+        let mut raw_infos = KVec::with_capacity(n, GFP_KERNEL)?;
+        for info in infos {
+            raw_infos.push(
+                bindings::virtqueue_info {
+                    name: info.name.as_char_ptr(),
+                    callback: if info.callback {
+                        Some(self.vq_callback)
+                    } else {
+                        None
+                    },
+                    ctx: false,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        let mut raw_vqs: KVec<*mut bindings::virtqueue> = KVec::with_capacity(n, GFP_KERNEL)?;
+        raw_vqs.resize(n, core::ptr::null_mut(), GFP_KERNEL)?;
+        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        // SAFETY: `dev.as_raw()` is valid; both arrays hold `n` entries.
+        to_result(unsafe {
+            bindings::virtio_find_vqs(
+                dev.as_raw(),
+                n as u32,
+                raw_vqs.as_mut_ptr(),
+                raw_infos.as_mut_ptr(),
+            )
+        })?;
+        for &raw in raw_vqs.iter() {
+            match NonNull::new(raw) {
+                // Cannot fail: `out` has room for `n` entries.
+                Some(vq) => out.push(vq, GFP_KERNEL)?,
+                None => {
+                    // SAFETY: The queues were just found and nothing uses them yet.
+                    unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
+                    return Err(EINVAL);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Revokes every queue and deletes them. Called after the device was reset.
     fn teardown(&self, dev: &Device) {
         let mut queues = self.queues.lock();
-        if queues.is_empty() {
+        if queues.frozen {
+            // Revoked and deleted by the freeze already.
+            queues.vqs.clear();
             return;
         }
-        for vq in queues.drain_all() {
+        if queues.vqs.is_empty() {
+            return;
+        }
+        for vq in queues.vqs.drain_all() {
             vq.revoke();
         }
         // SAFETY: The device was reset and every `Virtqueue` wrapper is revoked, so nothing
         // uses the raw queues any more.
         unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
+    }
+
+    /// Revokes and deletes every queue but keeps the wrappers, for [`Self::thaw`]. Called
+    /// after the device was reset.
+    fn freeze(&self, dev: &Device) {
+        let mut queues = self.queues.lock();
+        if queues.frozen || queues.vqs.is_empty() {
+            return;
+        }
+        for vq in queues.vqs.iter() {
+            vq.revoke();
+        }
+        // SAFETY: The device was reset and every `Virtqueue` wrapper is revoked.
+        unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
+        queues.frozen = true;
+    }
+
+    /// Finds the queues again after [`Self::freeze`] and attaches the wrappers to them.
+    fn thaw(&self, dev: &Device) -> Result {
+        let mut queues = self.queues.lock();
+        if !queues.frozen {
+            return Ok(());
+        }
+        let raw = self.find_raw(dev, &queues.infos)?;
+        for (vq, &raw_vq) in queues.vqs.iter().zip(raw.iter()) {
+            // SAFETY: `raw_vq` was just found and is deleted only after its wrapper is
+            // revoked again (`teardown` or `freeze`).
+            if let Err(e) = unsafe { vq.reattach(raw_vq) } {
+                for vq in queues.vqs.iter() {
+                    vq.revoke();
+                }
+                // SAFETY: Every wrapper is revoked again.
+                unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
+                return Err(e);
+            }
+        }
+        queues.frozen = false;
+        Ok(())
     }
 }
 
@@ -517,6 +611,11 @@ impl<T: Driver> Registration<T> {
                     (*drv).probe = Some(Self::probe_callback);
                     (*drv).remove = Some(Self::remove_callback);
                     (*drv).config_changed = Some(Self::config_callback);
+                    (*drv).freeze = Some(Self::freeze_callback);
+                    (*drv).restore = Some(Self::restore_callback);
+                    // A transport reset (PCI FLR) is a freeze and a restore.
+                    (*drv).reset_prepare = Some(Self::freeze_callback);
+                    (*drv).reset_done = Some(Self::restore_callback);
                 }
                 Ok::<(), Error>(())
             }),
@@ -556,7 +655,11 @@ impl<T: Driver> Registration<T> {
             pin_init!(BoundState::<T> {
                 common <- pin_init!(DeviceState {
                     vq_callback: Self::vq_callback,
-                    queues <- new_mutex!(KVec::new()),
+                    queues <- new_mutex!(Queues {
+                        vqs: KVec::new(),
+                        infos: KVec::new(),
+                        frozen: false,
+                    }),
                 }),
                 data <- new_spinlock_irq!((None, Pending { vqs: 0, config: false })),
             }),
@@ -605,7 +708,7 @@ impl<T: Driver> Registration<T> {
     /// Delivers interrupts that arrived while `probe` was running.
     fn replay(common: &DeviceState, data: &Arc<T::Data>, pending: Pending) {
         if pending.vqs != 0 {
-            let n = common.queues.lock().len() as u32;
+            let n = common.queues.lock().vqs.len() as u32;
             for i in 0..n {
                 if pending.vqs & (1u64 << i.min(63)) != 0 {
                     T::vq_interrupt(data, i);
@@ -638,6 +741,57 @@ impl<T: Driver> Registration<T> {
         unsafe { (*vdev).priv_ = core::ptr::null_mut() };
         // SAFETY: `raw` came from `KBox::into_raw` in `probe_callback`.
         drop(unsafe { KBox::from_raw(raw) });
+    }
+
+    /// The bound state and the published data of a device in a PM callback.
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must be a device bound to this driver, in a callback the driver core serialises
+    /// with probe and remove.
+    unsafe fn bound<'a>(
+        vdev: *mut bindings::virtio_device,
+    ) -> Option<(&'a Device, &'a BoundState<T>, Arc<T::Data>)> {
+        // SAFETY: The caller guarantees that `vdev` is valid and bound.
+        let dev = unsafe { Device::from_raw(vdev) };
+        // SAFETY: As above; `priv` holds our state while the device is bound.
+        let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
+        if raw.is_null() {
+            return None;
+        }
+        // SAFETY: See above; remove, which frees the state, cannot run concurrently.
+        let state = unsafe { &*raw };
+        let data = state.data.lock().0.clone()?;
+        Some((dev, state, data))
+    }
+
+    extern "C" fn freeze_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: The core calls freeze for a bound device, serialised with probe and remove.
+        let Some((dev, state, data)) = (unsafe { Self::bound(vdev) }) else {
+            return 0;
+        };
+        // Reset first (waiting for callbacks in flight), so the device no longer touches the
+        // queues while the driver and the adapter empty them.
+        dev.reset();
+        if let Err(e) = T::freeze(dev, &data) {
+            return e.to_errno();
+        }
+        state.common.freeze(dev);
+        0
+    }
+
+    extern "C" fn restore_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: The core calls restore for a bound device, serialised with probe and remove.
+        let Some((dev, state, data)) = (unsafe { Self::bound(vdev) }) else {
+            return 0;
+        };
+        if let Err(e) = state.common.thaw(dev) {
+            return e.to_errno();
+        }
+        match T::restore(dev, &data) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
     }
 
     extern "C" fn vq_callback(vq: *mut bindings::virtqueue) {

@@ -117,6 +117,18 @@ impl virtio::Driver for RngDriver {
 
     fn remove(_dev: &virtio::Device, _data: Arc<Bound>) {}
 
+    fn freeze(_dev: &virtio::Device, data: &Arc<Bound>) -> Result {
+        // The adapter drops the outstanding request with the queue.
+        data.rng.state.lock().pending = false;
+        Ok(())
+    }
+
+    fn restore(dev: &virtio::Device, data: &Arc<Bound>) -> Result {
+        dev.device_ready();
+        data.rng.request();
+        Ok(())
+    }
+
     fn vq_interrupt(data: &Arc<Bound>, _index: u32) {
         let rng = &data.rng;
         let mut st = rng.state.lock();

@@ -572,6 +572,21 @@ impl Port {
         self.waitq.notify_all();
     }
 
+    /// The device is being frozen (it is reset already): drop buffered input and reclaim
+    /// output; the host end counts as closed until the host says otherwise after the restore.
+    pub(crate) fn freeze(&self) {
+        let mut st = self.state.lock();
+        if st.unplugged {
+            return;
+        }
+        self.discard_input(&mut st);
+        self.reclaim_tx(&mut st);
+        st.host_connected = false;
+        st.outvq_full = false;
+        drop(st);
+        self.waitq.notify_all();
+    }
+
     /// Console input for hvc (atomic context).
     pub(crate) fn console_get(&self, out: &mut [u8]) -> usize {
         let mut st = self.state.lock();

@@ -261,6 +261,57 @@ impl PortsDevice {
         }
     }
 
+    /// The live ports, in table order.
+    fn ports_snapshot(&self) -> Result<KVec<Arc<Port>>> {
+        let mut out = KVec::new();
+        loop {
+            let want = self.ports.lock().len();
+            out.reserve(want, GFP_KERNEL)?;
+            let ports = self.ports.lock();
+            if ports.len() > out.capacity() {
+                continue;
+            }
+            for e in ports.iter() {
+                // Cannot fail: the capacity was checked under the lock.
+                let _ = out.push_within_capacity(e.port.clone());
+            }
+            return Ok(out);
+        }
+    }
+
+    /// The system is going to sleep (the device is reset already): stop the control protocol
+    /// and let every port drop what it had lent the device. The bus adapter then revokes and
+    /// deletes the queues. As the C driver's `virtcons_freeze`.
+    pub(crate) fn freeze(&self) -> Result {
+        let ports = self.ports_snapshot()?;
+        // The work items may still be running from before the reset.
+        self.control_work.flush();
+        self.config_work.flush();
+        for port in ports.iter() {
+            port.freeze();
+        }
+        Ok(())
+    }
+
+    /// The system woke up: the queues exist again, empty. Refill them and tell the host about
+    /// every port again; the host answers with each port's open state (and name). As the C
+    /// driver's `virtcons_restore`.
+    pub(crate) fn restore(&self) -> Result {
+        let ports = self.ports_snapshot()?;
+        self.link.vdev.device_ready();
+        if self.multiport {
+            self.fill_control_rx()?;
+        }
+        for port in ports.iter() {
+            port.fill_rx()?;
+            port.send_control(Event::PortReady, 1);
+            if port.state.lock().guest_connected {
+                port.send_control(Event::PortOpen, 1);
+            }
+        }
+        Ok(())
+    }
+
     /// A virtqueue interrupt (hard IRQ context).
     pub(crate) fn vq_interrupt(self: &Arc<Self>, index: u32) {
         match control::queue_port(index) {

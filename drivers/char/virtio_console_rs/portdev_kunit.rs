@@ -100,6 +100,14 @@ impl virtio::Driver for FakeConsole {
     fn config_changed(data: &Arc<PortsDevice>) {
         data.config_changed();
     }
+
+    fn freeze(_dev: &virtio::Device, data: &Arc<PortsDevice>) -> Result {
+        data.freeze()
+    }
+
+    fn restore(_dev: &virtio::Device, data: &Arc<PortsDevice>) -> Result {
+        data.restore()
+    }
 }
 
 /// A control message as the guest sent it: id, event, value.
@@ -442,6 +450,70 @@ mod tests {
         h.send(3, EV_CONSOLE_PORT, 1, &[]);
         let port3 = h.port(3).ok_or(ENODEV)?;
         assert_eq!(port3.state.lock().vtermno, vtermno);
+        Ok(())
+    }
+
+    #[test]
+    fn freeze_and_restore() -> Result {
+        let h = Host::new(F_MULTIPORT, 4)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_PORT_NAME, 1, b"org.test.pm\0");
+        h.send(1, EV_PORT_OPEN, 1, &[]);
+        h.send(2, EV_PORT_ADD, 1, &[]);
+        h.send(2, EV_CONSOLE_PORT, 1, &[]);
+        let (p1, p2) = (h.port(1).ok_or(ENODEV)?, h.port(2).ok_or(ENODEV)?);
+        let vtermno = p2.state.lock().vtermno;
+        p1.open()?;
+        // Unread data at freeze time is dropped and counted.
+        h.to_port(1, b"unread", 6)?;
+        h.replies();
+
+        if h.dev().freeze() == Err(EOPNOTSUPP) {
+            // Without CONFIG_PM_SLEEP there is nothing to test.
+            return Ok(());
+        }
+        assert_eq!(h.dev().status(), 0);
+        assert_eq!(h.dev().nr_queues(), 0);
+        {
+            let st = p1.state.lock();
+            assert_eq!(st.stats.bytes_discarded, 6);
+            assert!(!st.host_connected);
+            assert!(st.guest_connected);
+        }
+        // Console output while frozen is dropped, never waited for.
+        assert_eq!(p2.console_put(b"zzz"), Ok(3));
+
+        h.dev().restore()?;
+        assert_eq!(h.dev().status() & 4, 4);
+        assert_eq!(h.dev().nr_queues(), 10);
+        assert_eq!(h.dev().pending(C_IVQ), QSIZE);
+        assert_eq!(h.dev().pending(4), QSIZE);
+        assert_eq!(h.dev().pending(6), QSIZE);
+        // Every port is announced again, and the open ones say so.
+        assert_eq!(
+            &h.replies()[..],
+            &[
+                (1, EV_PORT_READY, 1),
+                (1, EV_PORT_OPEN, 1),
+                (2, EV_PORT_READY, 1),
+                (2, EV_PORT_OPEN, 1)
+            ]
+        );
+        // Same ports, names and console number; the host's answers are handled as before.
+        assert_eq!(&h.port_ids()[..], &[1, 2]);
+        assert_eq!(p2.state.lock().vtermno, vtermno);
+        h.send(1, EV_PORT_NAME, 1, b"other\0");
+        assert_eq!(name_of(&p1).as_deref(), Some(&b"org.test.pm"[..]));
+        h.send(1, EV_PORT_OPEN, 1, &[]);
+        assert!(p1.state.lock().host_connected);
+        h.to_port(1, b"after", 5)?;
+        assert_eq!(p1.state.lock().stats.bytes_received, 11);
+        assert_ne!(p1.poll_mask() & poll_mask::IN, 0);
+        assert_eq!(p2.console_put(b"out"), Ok(3));
+        let mut out = KVec::new();
+        assert_eq!(h.take_port_output(2, &mut out).len(), 1);
+        assert_eq!(&out[..], b"out");
+        p1.release();
         Ok(())
     }
 

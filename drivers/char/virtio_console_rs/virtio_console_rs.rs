@@ -138,6 +138,14 @@ impl virtio::Driver for VirtioConsole {
     fn config_changed(data: &Arc<PortsDevice>) {
         data.config_changed();
     }
+
+    fn freeze(_dev: &virtio::Device, data: &Arc<PortsDevice>) -> Result {
+        data.freeze()
+    }
+
+    fn restore(_dev: &virtio::Device, data: &Arc<PortsDevice>) -> Result {
+        data.restore()
+    }
 }
 
 #[pin_data]

@@ -222,6 +222,21 @@ impl TestDevice {
         }
     }
 
+    /// Freezes the device as a system sleep does (`virtio_device_freeze`, device lock held).
+    ///
+    /// Fails with `EOPNOTSUPP` without `CONFIG_PM_SLEEP`, or with the driver's error.
+    pub fn freeze(&self) -> Result {
+        // SAFETY: `raw()` is valid by the type invariant.
+        to_result(unsafe { bindings::virtio_test_device_freeze(self.raw()) })
+    }
+
+    /// Restores the device as a wake-up does (`virtio_device_restore`, device lock held); the
+    /// driver finds fresh, empty queues.
+    pub fn restore(&self) -> Result {
+        // SAFETY: `raw()` is valid by the type invariant.
+        to_result(unsafe { bindings::virtio_test_device_restore(self.raw()) })
+    }
+
     /// Marks queue `q` broken: from now on the driver's operations on it fail.
     pub fn break_queue(&self, q: u32) -> Result {
         // SAFETY: `raw()` is valid by the type invariant.

@@ -218,6 +218,35 @@ impl Virtqueue {
         while guard.detach_unused().is_some() {}
         guard.0.vq = None;
     }
+
+    /// Attaches a revoked wrapper to a new C queue with the same index and size (after the
+    /// device was frozen and restored).
+    ///
+    /// Fails with `EINVAL` if the new queue does not match, leaving the wrapper revoked.
+    ///
+    /// # Safety
+    ///
+    /// `vq` must be live until [`Virtqueue::revoke`] has been called again, and carry no
+    /// buffers yet.
+    pub(super) unsafe fn reattach(&self, vq: NonNull<bindings::virtqueue>) -> Result {
+        // SAFETY: The caller guarantees that `vq` is live.
+        let (index, size) = unsafe {
+            (
+                (*vq.as_ptr()).index,
+                bindings::virtqueue_get_vring_size(vq.as_ptr()),
+            )
+        };
+        if index != self.index || size != self.size {
+            return Err(EINVAL);
+        }
+        let mut guard = self.lock();
+        if guard.0.vq.is_some() {
+            return Err(EBUSY);
+        }
+        // INVARIANT: The caller guarantees that `vq` is live and empty.
+        guard.0.vq = Some(vq);
+        Ok(())
+    }
 }
 
 /// A locked [`Virtqueue`].

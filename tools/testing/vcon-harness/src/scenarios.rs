@@ -465,11 +465,14 @@ pub fn all() -> Vec<Scenario> {
 wait_for /dev/hvc0
 wait_for /dev/vport0p0
 ",
+            // Hold the tty open without echo, so bytes_sent counts only what we write (an echo
+            // of the host's input races with head's close).
+            "exec 4<>/dev/hvc0; stty -echo <&4\n",
             "echo single-port > /dev/hvc0\n",
             "(head -c 7 /dev/hvc0 > /tmp/in) &\n",
             "sleep 1\necho '@@ listening'\n",
             "wait\necho \"@@ hvcin $(cat /tmp/in)\"\n",
-            "dump single\n"
+            "dump single\nexec 4<&-\n"
         ),
         host: |vm, _| {
             let mut s = vm.connect("con0")?;
@@ -488,6 +491,61 @@ wait_for /dev/vport0p0
         rust_only: false,
         differential: true,
         timeout: 120,
+    });
+
+    // System sleep: virtio-pci freezes and restores the device (s2idle, pm_test=devices).
+    let mut q = serial(0);
+    q.extend(console(0, 0, "con0"));
+    q.extend(port(0, 1, "p01", Some("org.test.pm")));
+    v.push(Scenario {
+        name: "freeze_restore",
+        about: "suspend and resume (freeze/restore) with a console and an open host end: ports, names, vtermno, data both ways and hvc output after it",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/hvc0\nwait_for /dev/vport0p1\n",
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
+            "echo before-sleep > /dev/hvc0\n",
+            "echo devices > /sys/power/pm_test\n",
+            "echo freeze > /sys/power/state; echo \"@@ slept $?\"\n",
+            // QEMU answers the PORT_READY of the restore with the host end's state.
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
+            "echo after-sleep > /dev/hvc0\n",
+            "vcg send s1 /dev/vport0p1 1048576 7\n",
+            "vcg recv r1 /dev/vport0p1 1048576\n",
+            "dump pm\n"
+        ),
+        host: |vm, _| {
+            const N: usize = 1 << 20;
+            let mut con = vm.connect("con0")?;
+            let mut s = vm.connect("p01")?;
+            let got = read_exact(&mut con, 14)?;
+            expect_eq(&String::from_utf8_lossy(&got), "before-sleep\r\n", "console before")?;
+            let slept = vm.result("slept")?;
+            expect_eq(&slept, "0", "echo freeze > /sys/power/state")?;
+            let got = read_exact(&mut con, 13)?;
+            expect_eq(&String::from_utf8_lossy(&got), "after-sleep\r\n", "console after")?;
+            let got = read_exact(&mut s, N)?;
+            let want = {
+                let mut st = Stream(7);
+                let mut b = vec![0u8; N];
+                st.fill(&mut b);
+                b
+            };
+            check(got == want, || "guest to host data after the sleep differs".into())?;
+            expect_eq(&vm.result("s1")?, &format!("sent {N} {:016x}", fnv(FNV_INIT, &want)), "guest send")?;
+            vm.result("r1")?;
+            let mut st = Stream(9);
+            let mut b = vec![0u8; N];
+            st.fill(&mut b);
+            s.write_all(&b).map_err(|e| e.to_string())?;
+            expect_eq(&vm.result("r1")?, &format!("received {N} {:016x}", fnv(FNV_INIT, &b)), "guest received")?;
+            let mut out = vec![format!("slept {slept}")];
+            out.extend(vm.block("pm")?);
+            Ok(out)
+        },
+        rust_only: false,
+        differential: true,
+        timeout: 180,
     });
 
     // Bulk integrity.
