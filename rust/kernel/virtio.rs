@@ -751,10 +751,9 @@ impl<T: Driver> Registration<T> {
     /// with probe and remove.
     unsafe fn bound<'a>(
         vdev: *mut bindings::virtio_device,
-    ) -> Option<(&'a Device, &'a BoundState<T>, Arc<T::Data>)> {
-        // SAFETY: The caller guarantees that `vdev` is valid and bound.
-        let dev = unsafe { Device::from_raw(vdev) };
-        // SAFETY: As above; `priv` holds our state while the device is bound.
+    ) -> Option<(&'a BoundState<T>, Arc<T::Data>)> {
+        // SAFETY: The caller guarantees that `vdev` is valid and bound; `priv` holds our state
+        // while the device is bound.
         let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
         if raw.is_null() {
             return None;
@@ -762,14 +761,16 @@ impl<T: Driver> Registration<T> {
         // SAFETY: See above; remove, which frees the state, cannot run concurrently.
         let state = unsafe { &*raw };
         let data = state.data.lock().0.clone()?;
-        Some((dev, state, data))
+        Some((state, data))
     }
 
     extern "C" fn freeze_callback(vdev: *mut bindings::virtio_device) -> c_int {
         // SAFETY: The core calls freeze for a bound device, serialised with probe and remove.
-        let Some((dev, state, data)) = (unsafe { Self::bound(vdev) }) else {
+        let Some((state, data)) = (unsafe { Self::bound(vdev) }) else {
             return 0;
         };
+        // SAFETY: `vdev` is valid for the duration of the callback.
+        let dev = unsafe { Device::from_raw(vdev) };
         // Reset first (waiting for callbacks in flight), so the device no longer touches the
         // queues while the driver and the adapter empty them.
         dev.reset();
@@ -782,9 +783,11 @@ impl<T: Driver> Registration<T> {
 
     extern "C" fn restore_callback(vdev: *mut bindings::virtio_device) -> c_int {
         // SAFETY: The core calls restore for a bound device, serialised with probe and remove.
-        let Some((dev, state, data)) = (unsafe { Self::bound(vdev) }) else {
+        let Some((state, data)) = (unsafe { Self::bound(vdev) }) else {
             return 0;
         };
+        // SAFETY: `vdev` is valid for the duration of the callback.
+        let dev = unsafe { Device::from_raw(vdev) };
         if let Err(e) = state.common.thaw(dev) {
             return e.to_errno();
         }

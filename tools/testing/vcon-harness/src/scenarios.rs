@@ -508,13 +508,18 @@ wait_for /dev/vport0p0
             "echo devices > /sys/power/pm_test\n",
             "echo freeze > /sys/power/state; echo \"@@ slept $?\"\n",
             // QEMU answers the PORT_READY of the restore with the host end's state.
-            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
-            "echo after-sleep > /dev/hvc0\n",
-            "vcg send s1 /dev/vport0p1 1048576 7\n",
-            "vcg recv r1 /dev/vport0p1 1048576\n",
+            "i=0; until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done\n",
+            "echo \"@@ reconnected $(grep -c 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1)\"\n",
+            "dump woken\n",
+            // Without the host end a write would wait for ever (the C driver, see below).
+            "if grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; then\n",
+            "  echo after-sleep > /dev/hvc0\n",
+            "  vcg send s1 /dev/vport0p1 1048576 7\n",
+            "  vcg recv r1 /dev/vport0p1 1048576\n",
+            "fi\n",
             "dump pm\n"
         ),
-        host: |vm, _| {
+        host: |vm, driver| {
             const N: usize = 1 << 20;
             let mut con = vm.connect("con0")?;
             let mut s = vm.connect("p01")?;
@@ -522,6 +527,20 @@ wait_for /dev/vport0p0
             expect_eq(&String::from_utf8_lossy(&got), "before-sleep\r\n", "console before")?;
             let slept = vm.result("slept")?;
             expect_eq(&slept, "0", "echo freeze > /sys/power/state")?;
+            let reconnected = vm.result("reconnected")?;
+            let woken = vm.block("woken")?;
+            if driver == Driver::C {
+                // The 7.3 C driver refills the control receive queue only after announcing the
+                // ports (PORT_READY), so QEMU finds no buffer for its answers and drops them:
+                // every port stays "host closed" after a resume. Documented in README; this
+                // fails once the C driver is fixed.
+                expect_eq(&reconnected, "0", "C driver: host end state lost in the restore")?;
+                let mut out = vec![format!("slept {slept}")];
+                out.extend(vm.block("pm")?);
+                return Ok(out);
+            }
+            expect_eq(&reconnected, "1", "host end connected again after the restore")
+                .map_err(|e| format!("{e}; after the restore: {woken:?}"))?;
             let got = read_exact(&mut con, 13)?;
             expect_eq(&String::from_utf8_lossy(&got), "after-sleep\r\n", "console after")?;
             let got = read_exact(&mut s, N)?;
@@ -544,7 +563,7 @@ wait_for /dev/vport0p0
             Ok(out)
         },
         rust_only: false,
-        differential: true,
+        differential: false,
         timeout: 180,
     });
 
