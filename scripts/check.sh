@@ -50,6 +50,27 @@ else
 	rm -f "$log"
 fi
 
+stage check-rustdoc "rustdoc on the kernel crate with the overlay"
+# Keyed by the overlay's content, like clippy.
+dsum=$(cd "$TOP" && cat $(find rust -type f | sort) | sha256sum | cut -c1-16)
+if [ "$(cat "$CACHE/rustdoc-clean" 2>/dev/null)" = "$dsum" ]; then
+	echo "rustdoc: overlay unchanged since the last clean run" >&2
+else
+	log=$(mktemp)
+	bash "$TOP/scripts/overlay.sh" "$KDIR"
+	dfail=0
+	make -C "$KDIR" -j"$(($(nproc) + 1))" -s rustdoc RUST_LIB_SRC="$(RUST_SRC_DIR)" \
+		LIBCLANG_PATH="$LIBCLANG_DIR" BINDGEN="$BINDGEN" >"$log" 2>&1 || dfail=1
+	if [ "$dfail" -ne 0 ] || grep -qE '^(warning|error)' "$log"; then
+		grep -E '^(warning|error)' -A8 "$log" | head -60 >&2
+		[ "$dfail" -eq 0 ] || tail -20 "$log" >&2
+		fail=1
+	else
+		echo "$dsum" >"$CACHE/rustdoc-clean"
+	fi
+	rm -f "$log"
+fi
+
 stage check-modalias "module aliases: virtio_console_rs.ko has the C driver's"
 c_alias=$(modinfo -F alias "$OUT/virtio_console.ko" | sort)
 rs_alias=$(modinfo -F alias "$OUT/virtio_console_rs.ko" | sort)
@@ -67,4 +88,4 @@ if [ "$fail" -ne 0 ]; then
 	echo "checks: FAILED" >&2
 	exit 1
 fi
-echo "checks: rustfmt, no-unsafe, checkpatch, clippy and module aliases clean" >&2
+echo "checks: rustfmt, no-unsafe, checkpatch, clippy, rustdoc and module aliases clean" >&2

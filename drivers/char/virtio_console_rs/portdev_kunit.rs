@@ -85,7 +85,9 @@ impl virtio::Driver for FakeConsole {
 
     fn probe(dev: &virtio::Device, ctx: &Arc<FakeCtx>) -> Result<Arc<PortsDevice>> {
         let data = PortsDevice::probe(dev, &ctx.globals)?;
-        *ctx.bound.lock() = Some(data.clone());
+        // Dropping device data sleeps: never under the spinlock.
+        let old = ctx.bound.lock().replace(data.clone());
+        drop(old);
         Ok(data)
     }
 
@@ -259,7 +261,10 @@ impl Drop for Host {
         // Unbind first (the driver's remove runs), then forget the data; the driver
         // registration goes last.
         drop(self.dev.take());
-        *self.ctx.bound.lock() = None;
+        // The last reference to the device data goes here, outside the spinlock: dropping it
+        // unregisters the char-device region, which sleeps.
+        let data = self.ctx.bound.lock().take();
+        drop(data);
     }
 }
 

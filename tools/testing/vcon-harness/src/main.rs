@@ -346,10 +346,19 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
 
 /// Boots with KUnit enabled, loads the driver so its suites run too, and parses KTAP.
 fn run_kunit(env: &Env) -> Res<ktap::Summary> {
+    // Module parameters for the driver's suites, for example a longer random run:
+    // VCON_KUNIT_MODARGS="fake_seed=7 fake_messages=1000000".
+    let modargs = std::env::var("VCON_KUNIT_MODARGS").unwrap_or_default();
+    if !modargs
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | ' '))
+    {
+        return Err(format!("VCON_KUNIT_MODARGS: only name=value pairs, got {modargs:?}"));
+    }
     let extra = scenario_initrd(
         &env.out,
         "kunit",
-        "insmod /lib/vcon/virtio_console_rs.ko\nrmmod virtio_console_rs\n",
+        &format!("insmod /lib/vcon/virtio_console_rs.ko {modargs}\nrmmod virtio_console_rs\n"),
     )?;
     let cfg = VmConfig {
         kernel: env.out.join("bzImage"),
