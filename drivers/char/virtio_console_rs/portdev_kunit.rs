@@ -282,7 +282,8 @@ fn name_of(port: &Port) -> Option<KVec<u8>> {
     let st = port.state.lock();
     let name = st.name.as_ref()?;
     let mut v = KVec::new();
-    v.extend_from_slice(name.to_bytes(), GFP_KERNEL).ok()?;
+    // Under the port's IRQ-safe spinlock: no sleeping allocation.
+    v.extend_from_slice(name.to_bytes(), GFP_ATOMIC).ok()?;
     Some(v)
 }
 
