@@ -197,9 +197,14 @@ fn higher_is_better(k: &str) -> bool {
 }
 
 /// Runs `reps` alternated boots per driver and writes the report into `dir`.
+///
+/// With `icount`, TCG runs with `-icount shift=0`: the guest clock advances one nanosecond per
+/// guest instruction, so guest-side timings count the instructions the guest executes (the
+/// driver's cost) and not the host's load; QEMU's own device emulation costs no guest time.
 pub fn run(
     make_cfg: &dyn Fn(Driver, String) -> VmConfig,
     accel: Accel,
+    icount: bool,
     reps: usize,
     dir: &Path,
 ) -> Res<bool> {
@@ -216,6 +221,10 @@ pub fn run(
             let start = Instant::now();
             let mut cfg = make_cfg(d, script.clone());
             cfg.qemu_args = qemu_args();
+            if icount {
+                cfg.qemu_args
+                    .extend(["-icount".to_string(), "shift=0,sleep=on".to_string()]);
+            }
             cfg.timeout = Duration::from_secs(900);
             let s = run_once(&cfg).map_err(|e| format!("{} run {rep}: {e}", d.name()))?;
             eprintln!(
@@ -232,8 +241,13 @@ pub fn run(
     let mut csv =
         String::from("metric,unit,c_median,c_min,c_max,rust_median,rust_min,rust_max,ratio\n");
     println!(
-        "accelerator: {}; {reps} runs per driver, alternated; median [min..max]",
-        accel.name()
+        "accelerator: {}{}; {reps} runs per driver, alternated; median [min..max]",
+        accel.name(),
+        if icount {
+            " with -icount shift=0 (guest time = guest instructions)"
+        } else {
+            ""
+        }
     );
     println!(
         "{:22} {:>8} {:>26} {:>26} {:>7}",

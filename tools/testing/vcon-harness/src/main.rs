@@ -546,7 +546,11 @@ fn cmd_bench(args: &[String]) -> Res<bool> {
         .and_then(|i| args.get(i + 1))
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
+    let icount = args.iter().any(|a| a == "--icount");
     let env = setup()?;
+    if icount && env.accel != Accel::Tcg {
+        return Err("--icount needs TCG (VCON_ACCEL=tcg)".into());
+    }
     let make_cfg = |d: Driver, script: String| -> VmConfig {
         let extra =
             scenario_initrd(&env.out, &format!("bench-{}", d.name()), &script).unwrap_or_default();
@@ -563,7 +567,7 @@ fn cmd_bench(args: &[String]) -> Res<bool> {
             mem: 512,
         }
     };
-    bench::run(&make_cfg, env.accel, reps, &env.out.join("bench"))
+    bench::run(&make_cfg, env.accel, icount, reps, &env.out.join("bench"))
 }
 
 fn cmd_run(args: &[String]) -> Res<bool> {
