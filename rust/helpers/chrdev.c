@@ -2,6 +2,7 @@
 
 #include <linux/device.h>
 #include <linux/fs.h>
+#include <linux/uio.h>
 
 __rust_helper struct device *rust_helper_device_create_named(const struct class *cls,
 							     struct device *parent,
@@ -9,4 +10,11 @@ __rust_helper struct device *rust_helper_device_create_named(const struct class 
 							     const char *name)
 {
 	return device_create(cls, parent, devt, drvdata, "%s", name);
+}
+
+__rust_helper void rust_helper_iov_iter_ubuf(struct iov_iter *i,
+					     unsigned int direction,
+					     void __user *buf, size_t count)
+{
+	iov_iter_ubuf(i, direction, buf, count);
 }

@@ -275,6 +275,18 @@ impl<T: FileOperations> FopsVTable<T> {
     const VTABLE: bindings::file_operations = bindings::file_operations {
         open: Some(Self::open),
         release: Some(Self::release),
+        // Plain `read`/`write` as well: `read(2)`/`write(2)` then skip building a kiocb per call
+        // (`new_sync_read`/`new_sync_write`); vectored and spliced I/O use the `_iter` ones.
+        read: if T::HAS_READ {
+            Some(Self::read_plain)
+        } else {
+            None
+        },
+        write: if T::HAS_WRITE {
+            Some(Self::write_plain)
+        } else {
+            None
+        },
         read_iter: if T::HAS_READ {
             Some(Self::read_iter)
         } else {
@@ -377,6 +389,54 @@ impl<T: FileOperations> FopsVTable<T> {
         let (this, file) = unsafe { Self::borrow((*kiocb).ki_filp) };
         // SAFETY: A valid source iterator.
         let src = unsafe { IovIterSource::from_raw(iter) };
+        match T::write(this, file, src) {
+            Ok(n) => n as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    extern "C" fn read_plain(
+        raw: *mut bindings::file,
+        buf: *mut c_char,
+        len: usize,
+        _pos: *mut bindings::loff_t,
+    ) -> isize {
+        // SAFETY: One of our files.
+        let (this, file) = unsafe { Self::borrow(raw) };
+        let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
+        // SAFETY: `iov_iter_ubuf` initialises every field of `iter` to describe the user
+        // buffer `buf` of `len` bytes; the VFS checked the range with `access_ok`.
+        unsafe { bindings::iov_iter_ubuf(iter.as_mut_ptr(), bindings::ITER_DEST, buf.cast(), len) };
+        // SAFETY: `iter` is initialised and outlives `dest`.
+        let dest = unsafe { IovIterDest::from_raw(iter.as_mut_ptr()) };
+        match T::read(this, file, dest) {
+            Ok(n) => n as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    extern "C" fn write_plain(
+        raw: *mut bindings::file,
+        buf: *const c_char,
+        len: usize,
+        _pos: *mut bindings::loff_t,
+    ) -> isize {
+        // SAFETY: One of our files.
+        let (this, file) = unsafe { Self::borrow(raw) };
+        let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
+        // SAFETY: `iov_iter_ubuf` initialises every field of `iter` to describe the user
+        // buffer `buf` of `len` bytes; the VFS checked the range with `access_ok`. The
+        // iterator only reads from it.
+        unsafe {
+            bindings::iov_iter_ubuf(
+                iter.as_mut_ptr(),
+                bindings::ITER_SOURCE,
+                buf.cast_mut().cast(),
+                len,
+            )
+        };
+        // SAFETY: `iter` is initialised and outlives `src`.
+        let src = unsafe { IovIterSource::from_raw(iter.as_mut_ptr()) };
         match T::write(this, file, src) {
             Ok(n) => n as isize,
             Err(e) => e.to_errno() as isize,

@@ -310,12 +310,16 @@ impl Port {
         }
     }
 
-    /// Whether a write would block now (reclaiming first), as the C `will_write_block`.
+    /// Whether a write would block now, as the C `will_write_block`. The ring is only reclaimed
+    /// here when it was full; otherwise the next write reclaims it under the queue lock it
+    /// takes anyway, which saves a lock round trip per write.
     fn will_write_block(&self, st: &mut PortState) -> bool {
         if !st.host_connected {
             return true;
         }
-        self.reclaim_tx(st);
+        if st.outvq_full {
+            self.reclaim_tx(st);
+        }
         st.outvq_full
     }
 
@@ -452,12 +456,12 @@ impl Port {
             return Err(ENODEV);
         }
         let mut q = self.out_vq.lock();
+        // Free what the host has consumed (the C driver does the same in `__send_to_port`).
+        while q.get_buf().is_some() {}
         match q.add_outbuf(buf) {
             Ok(()) => {
                 q.kick();
-                if q.num_free() == 0 {
-                    st.outvq_full = true;
-                }
+                st.outvq_full = q.num_free() == 0;
                 st.stats.bytes_sent += copied as u64;
                 Ok(copied)
             }
