@@ -503,6 +503,27 @@ out:
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_complete);
 
+/*
+ * Buffers of queue @q available and not yet taken (@avail) or taken and not
+ * yet completed; 0 if the queue does not exist.
+ */
+static unsigned int vtd_count(struct virtio_test_device *tdev, unsigned int q,
+			      bool avail)
+{
+	struct vtd_queue *tq;
+	unsigned long flags;
+	unsigned int n = 0;
+
+	spin_lock_irqsave(&tdev->lock, flags);
+	tq = vtd_queue(tdev, q);
+	if (tq && avail)
+		n = (u16)(vtd_avail_idx(tdev, tq) - tq->last_avail);
+	else if (tq)
+		n = tq->outstanding;
+	spin_unlock_irqrestore(&tdev->lock, flags);
+	return n;
+}
+
 /**
  * virtio_test_device_pending() - buffers available and not yet taken
  * @tdev: the device
@@ -513,16 +534,7 @@ EXPORT_SYMBOL_GPL(virtio_test_device_complete);
 unsigned int virtio_test_device_pending(struct virtio_test_device *tdev,
 					unsigned int q)
 {
-	struct vtd_queue *tq;
-	unsigned long flags;
-	unsigned int n = 0;
-
-	spin_lock_irqsave(&tdev->lock, flags);
-	tq = vtd_queue(tdev, q);
-	if (tq)
-		n = (u16)(vtd_avail_idx(tdev, tq) - tq->last_avail);
-	spin_unlock_irqrestore(&tdev->lock, flags);
-	return n;
+	return vtd_count(tdev, q, true);
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_pending);
 
@@ -536,16 +548,7 @@ EXPORT_SYMBOL_GPL(virtio_test_device_pending);
 unsigned int virtio_test_device_outstanding(struct virtio_test_device *tdev,
 					    unsigned int q)
 {
-	struct vtd_queue *tq;
-	unsigned long flags;
-	unsigned int n = 0;
-
-	spin_lock_irqsave(&tdev->lock, flags);
-	tq = vtd_queue(tdev, q);
-	if (tq)
-		n = tq->outstanding;
-	spin_unlock_irqrestore(&tdev->lock, flags);
-	return n;
+	return vtd_count(tdev, q, false);
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_outstanding);
 
@@ -673,6 +676,20 @@ int virtio_test_device_break_queue(struct virtio_test_device *tdev,
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_break_queue);
 
+#ifdef CONFIG_PM_SLEEP
+/* Runs a PM step of the virtio core as the PM core would: device lock held. */
+static int vtd_pm(struct virtio_test_device *tdev,
+		  int (*step)(struct virtio_device *dev))
+{
+	int ret;
+
+	device_lock(&tdev->vdev.dev);
+	ret = step(&tdev->vdev);
+	device_unlock(&tdev->vdev.dev);
+	return ret;
+}
+#endif
+
 /**
  * virtio_test_device_freeze() - put the device through a system sleep's freeze
  * @tdev: the device
@@ -683,14 +700,11 @@ EXPORT_SYMBOL_GPL(virtio_test_device_break_queue);
  */
 int virtio_test_device_freeze(struct virtio_test_device *tdev)
 {
-	int ret = -EOPNOTSUPP;
-
-	if (IS_ENABLED(CONFIG_PM_SLEEP)) {
-		device_lock(&tdev->vdev.dev);
-		ret = virtio_device_freeze(&tdev->vdev);
-		device_unlock(&tdev->vdev.dev);
-	}
-	return ret;
+#ifdef CONFIG_PM_SLEEP
+	return vtd_pm(tdev, virtio_device_freeze);
+#else
+	return -EOPNOTSUPP;
+#endif
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_freeze);
 
@@ -705,13 +719,10 @@ EXPORT_SYMBOL_GPL(virtio_test_device_freeze);
  */
 int virtio_test_device_restore(struct virtio_test_device *tdev)
 {
-	int ret = -EOPNOTSUPP;
-
-	if (IS_ENABLED(CONFIG_PM_SLEEP)) {
-		device_lock(&tdev->vdev.dev);
-		ret = virtio_device_restore(&tdev->vdev);
-		device_unlock(&tdev->vdev.dev);
-	}
-	return ret;
+#ifdef CONFIG_PM_SLEEP
+	return vtd_pm(tdev, virtio_device_restore);
+#else
+	return -EOPNOTSUPP;
+#endif
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_restore);

@@ -176,6 +176,17 @@ pub(crate) fn nr_queues(multiport: bool, max_nr_ports: u32) -> usize {
     }
 }
 
+/// Builds a host-to-guest control message in little-endian (VERSION_1) byte order, for tests.
+#[cfg(CONFIG_KUNIT)]
+pub(crate) fn le_message(id: u32, event: u16, value: u16, payload: &[u8]) -> KVec<u8> {
+    let mut v = KVec::new();
+    let _ = v.extend_from_slice(&id.to_le_bytes(), GFP_KERNEL);
+    let _ = v.extend_from_slice(&event.to_le_bytes(), GFP_KERNEL);
+    let _ = v.extend_from_slice(&value.to_le_bytes(), GFP_KERNEL);
+    let _ = v.extend_from_slice(payload, GFP_KERNEL);
+    v
+}
+
 #[kunit_tests(virtio_console_rs_control)]
 mod tests {
     use super::*;
@@ -186,14 +197,7 @@ mod tests {
     fn le32(v: u32) -> u32 {
         u32::from_le(v)
     }
-    fn msg(id: u32, event: u16, value: u16, payload: &[u8]) -> KVec<u8> {
-        let mut v = KVec::new();
-        let _ = v.extend_from_slice(&id.to_le_bytes(), GFP_KERNEL);
-        let _ = v.extend_from_slice(&event.to_le_bytes(), GFP_KERNEL);
-        let _ = v.extend_from_slice(&value.to_le_bytes(), GFP_KERNEL);
-        let _ = v.extend_from_slice(payload, GFP_KERNEL);
-        v
-    }
+    use super::le_message as msg;
 
     #[test]
     fn short_messages_are_refused() {

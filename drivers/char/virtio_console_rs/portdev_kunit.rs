@@ -9,7 +9,7 @@
 //! item, so every step ends by flushing it.
 
 use super::*;
-use crate::port::Port;
+use crate::{control::le_message as msg, port::Port};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::{
     chrdev::poll_mask,
@@ -63,52 +63,27 @@ static NEXT_NAME: AtomicUsize = AtomicUsize::new(0);
 /// The test driver's context: its own class and vtermnos, and the device data of the last
 /// probe.
 #[pin_data]
-struct FakeCtx {
+pub(crate) struct FakeCtx {
     globals: Arc<Globals>,
     #[pin]
     bound: SpinLock<Option<Arc<PortsDevice>>>,
 }
 
-/// The console driver's probe and callbacks, bound to [`FAKE_CONSOLE_ID`].
-struct FakeConsole;
+/// Fake consoles: the driver bound to [`FAKE_CONSOLE_ID`], remembering the device data.
+pub(crate) struct FakeConsole;
 
-impl virtio::Driver for FakeConsole {
+impl crate::ConsoleBinding for FakeConsole {
     type Context = FakeCtx;
-    type Data = PortsDevice;
-
     const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(FAKE_CONSOLE_ID)];
-    const FEATURES: &'static [u32] = &[
-        uapi::VIRTIO_CONSOLE_F_SIZE,
-        uapi::VIRTIO_CONSOLE_F_MULTIPORT,
-        uapi::VIRTIO_CONSOLE_F_EMERG_WRITE,
-    ];
 
-    fn probe(dev: &virtio::Device, ctx: &Arc<FakeCtx>) -> Result<Arc<PortsDevice>> {
-        let data = PortsDevice::probe(dev, &ctx.globals)?;
+    fn globals(ctx: &Arc<FakeCtx>) -> &Arc<Globals> {
+        &ctx.globals
+    }
+
+    fn probed(ctx: &Arc<FakeCtx>, data: &Arc<PortsDevice>) {
         // Dropping device data sleeps: never under the spinlock.
         let old = ctx.bound.lock().replace(data.clone());
         drop(old);
-        Ok(data)
-    }
-
-    fn remove(_dev: &virtio::Device, data: Arc<PortsDevice>) {
-        data.remove();
-    }
-
-    fn vq_interrupt(data: &Arc<PortsDevice>, index: u32) {
-        data.vq_interrupt(index);
-    }
-
-    fn config_changed(data: &Arc<PortsDevice>) {
-        data.config_changed();
-    }
-
-    fn freeze(_dev: &virtio::Device, data: &Arc<PortsDevice>) -> Result {
-        data.freeze()
-    }
-
-    fn restore(_dev: &virtio::Device, data: &Arc<PortsDevice>) -> Result {
-        data.restore()
     }
 }
 
@@ -119,7 +94,7 @@ type Reply = (u32, u16, u16);
 struct Host {
     dev: Option<TestDevice>,
     ctx: Arc<FakeCtx>,
-    _driver: Pin<KBox<virtio::Registration<FakeConsole>>>,
+    _driver: Pin<KBox<virtio::Registration<crate::ConsoleDriver<FakeConsole>>>>,
 }
 
 impl Host {
@@ -266,16 +241,6 @@ impl Drop for Host {
         let data = self.ctx.bound.lock().take();
         drop(data);
     }
-}
-
-/// Builds a control message in the device's (little-endian, VERSION_1) byte order.
-fn msg(id: u32, event: u16, value: u16, payload: &[u8]) -> KVec<u8> {
-    let mut v = KVec::new();
-    let _ = v.extend_from_slice(&id.to_le_bytes(), GFP_KERNEL);
-    let _ = v.extend_from_slice(&event.to_le_bytes(), GFP_KERNEL);
-    let _ = v.extend_from_slice(&value.to_le_bytes(), GFP_KERNEL);
-    let _ = v.extend_from_slice(payload, GFP_KERNEL);
-    v
 }
 
 fn name_of(port: &Port) -> Option<KVec<u8>> {

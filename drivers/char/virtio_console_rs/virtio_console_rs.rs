@@ -21,6 +21,7 @@ mod port;
 mod portdev;
 mod ratelimit;
 
+use core::marker::PhantomData;
 use kernel::{
     debugfs,
     device_class::{Attribute, Class},
@@ -105,26 +106,40 @@ impl Attribute<Port> for ConsoleDroppedAttr {
     }
 }
 
-struct VirtioConsole;
+/// How a console driver is bound: to which devices, with which globals, and what it does
+/// after a successful probe. The module binds real consoles; the KUnit suites bind the same
+/// driver to fake devices with a class of their own.
+pub(crate) trait ConsoleBinding: Send + Sync + 'static {
+    /// The registration's context.
+    type Context: Send + Sync;
+    /// The devices to bind.
+    const ID_TABLE: &'static [DeviceId];
+    /// The class, vtermno allocator and debugfs directory for the devices.
+    fn globals(ctx: &Arc<Self::Context>) -> &Arc<Globals>;
+    /// Called with the device data after a successful probe.
+    fn probed(ctx: &Arc<Self::Context>, data: &Arc<PortsDevice>) {
+        let _ = (ctx, data);
+    }
+}
 
-kernel::module_virtio_device_table!(
-    VIRTIO_CONSOLE_IDS,
-    [virtio::DeviceId::new(virtio::ID_CONSOLE)]
-);
+/// The virtio console driver, for the devices of binding `B`.
+pub(crate) struct ConsoleDriver<B>(PhantomData<B>);
 
-impl virtio::Driver for VirtioConsole {
-    type Context = Globals;
+impl<B: ConsoleBinding> virtio::Driver for ConsoleDriver<B> {
+    type Context = B::Context;
     type Data = PortsDevice;
 
-    const ID_TABLE: &'static [DeviceId] = &[DeviceId::new(virtio::ID_CONSOLE)];
+    const ID_TABLE: &'static [DeviceId] = B::ID_TABLE;
     const FEATURES: &'static [u32] = &[
         kernel::uapi::VIRTIO_CONSOLE_F_SIZE,
         kernel::uapi::VIRTIO_CONSOLE_F_MULTIPORT,
         kernel::uapi::VIRTIO_CONSOLE_F_EMERG_WRITE,
     ];
 
-    fn probe(dev: &virtio::Device, globals: &Arc<Globals>) -> Result<Arc<PortsDevice>> {
-        PortsDevice::probe(dev, globals)
+    fn probe(dev: &virtio::Device, ctx: &Arc<B::Context>) -> Result<Arc<PortsDevice>> {
+        let data = PortsDevice::probe(dev, B::globals(ctx))?;
+        B::probed(ctx, &data);
+        Ok(data)
     }
 
     fn remove(_dev: &virtio::Device, data: Arc<PortsDevice>) {
@@ -148,10 +163,27 @@ impl virtio::Driver for VirtioConsole {
     }
 }
 
+/// Real virtio consoles.
+struct VirtioConsole;
+
+impl ConsoleBinding for VirtioConsole {
+    type Context = Globals;
+    const ID_TABLE: &'static [DeviceId] = &[DeviceId::new(virtio::ID_CONSOLE)];
+
+    fn globals(ctx: &Arc<Globals>) -> &Arc<Globals> {
+        ctx
+    }
+}
+
+kernel::module_virtio_device_table!(
+    VIRTIO_CONSOLE_IDS,
+    [virtio::DeviceId::new(virtio::ID_CONSOLE)]
+);
+
 #[pin_data]
 struct VirtioConsoleModule {
     #[pin]
-    driver: virtio::Registration<VirtioConsole>,
+    driver: virtio::Registration<ConsoleDriver<VirtioConsole>>,
 }
 
 impl kernel::InPlaceModule for VirtioConsoleModule {

@@ -150,6 +150,26 @@ fn cpu_jiffies() -> u64 {
     [0usize, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum()
 }
 
+/// Reads until `total` bytes, end of file or an error (other than `EINTR`); returns the bytes
+/// read, their FNV-1a checksum and the error, if any.
+fn read_checksummed(fd: i32, total: usize) -> (usize, u64, Option<i32>) {
+    let mut h = FNV_INIT;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 65536];
+    while got < total {
+        match sys_read(fd, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h = fnv(h, &buf[..n]);
+                got += n;
+            }
+            Err(e) if e == libc_consts::EINTR => {}
+            Err(e) => return (got, h, Some(e)),
+        }
+    }
+    (got, h, None)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let cmd = args.get(1).map(String::as_str).unwrap_or("");
@@ -309,22 +329,9 @@ fn main() {
             with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
                 println!("@@ {tag} opened");
                 let _ = std::io::stdout().flush();
-                let mut h = FNV_INIT;
-                let mut got = 0usize;
-                let mut buf = vec![0u8; 65536];
-                while got < total {
-                    match sys_read(fd, &mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            h = fnv(h, &buf[..n]);
-                            got += n;
-                        }
-                        Err(e) if e == libc_consts::EINTR => {}
-                        Err(e) => {
-                            println!("@@ {tag} err {}", errno_name(e));
-                            break;
-                        }
-                    }
+                let (got, h, err) = read_checksummed(fd, total);
+                if let Some(e) = err {
+                    println!("@@ {tag} err {}", errno_name(e));
                 }
                 println!("@@ {tag} received {got} {h:016x}");
             });
@@ -474,20 +481,7 @@ fn main() {
                     }
                     (sent, h)
                 });
-                let mut h = FNV_INIT;
-                let mut got = 0usize;
-                let mut buf = vec![0u8; 65536];
-                while got < total {
-                    match sys_read(fd, &mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            h = fnv(h, &buf[..n]);
-                            got += n;
-                        }
-                        Err(e) if e == libc_consts::EINTR => {}
-                        Err(_) => break,
-                    }
-                }
+                let (got, h, _) = read_checksummed(fd, total);
                 let (sent, hs) = writer.join().unwrap_or((0, 0));
                 println!("@@ {tag} sent {sent} {hs:016x} received {got} {h:016x}");
             });
