@@ -373,26 +373,44 @@ impl<T: FileOperations> FopsVTable<T> {
         (this, unsafe { File::from_raw_file(file) })
     }
 
-    extern "C" fn read_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings::iov_iter) -> isize {
-        // SAFETY: A valid kiocb of one of our files.
-        let (this, file) = unsafe { Self::borrow((*kiocb).ki_filp) };
-        // SAFETY: A valid destination iterator.
-        let dest = unsafe { IovIterDest::from_raw(iter) };
+    /// Reads from one of our files into `iter`.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be a file opened by `open` and `iter` a valid destination iterator, both for
+    /// the duration of the call.
+    unsafe fn read_into(raw: *mut bindings::file, iter: *mut bindings::iov_iter) -> isize {
+        // SAFETY: The caller guarantees both pointers.
+        let ((this, file), dest) = unsafe { (Self::borrow(raw), IovIterDest::from_raw(iter)) };
         match T::read(this, file, dest) {
             Ok(n) => n as isize,
             Err(e) => e.to_errno() as isize,
         }
     }
 
-    extern "C" fn write_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings::iov_iter) -> isize {
-        // SAFETY: A valid kiocb of one of our files.
-        let (this, file) = unsafe { Self::borrow((*kiocb).ki_filp) };
-        // SAFETY: A valid source iterator.
-        let src = unsafe { IovIterSource::from_raw(iter) };
+    /// Writes `iter` to one of our files.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be a file opened by `open` and `iter` a valid source iterator, both for the
+    /// duration of the call.
+    unsafe fn write_from(raw: *mut bindings::file, iter: *mut bindings::iov_iter) -> isize {
+        // SAFETY: The caller guarantees both pointers.
+        let ((this, file), src) = unsafe { (Self::borrow(raw), IovIterSource::from_raw(iter)) };
         match T::write(this, file, src) {
             Ok(n) => n as isize,
             Err(e) => e.to_errno() as isize,
         }
+    }
+
+    extern "C" fn read_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings::iov_iter) -> isize {
+        // SAFETY: The VFS passes a valid kiocb of one of our files and a destination iterator.
+        unsafe { Self::read_into((*kiocb).ki_filp, iter) }
+    }
+
+    extern "C" fn write_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings::iov_iter) -> isize {
+        // SAFETY: The VFS passes a valid kiocb of one of our files and a source iterator.
+        unsafe { Self::write_from((*kiocb).ki_filp, iter) }
     }
 
     extern "C" fn read_plain(
@@ -401,18 +419,12 @@ impl<T: FileOperations> FopsVTable<T> {
         len: usize,
         _pos: *mut bindings::loff_t,
     ) -> isize {
-        // SAFETY: One of our files.
-        let (this, file) = unsafe { Self::borrow(raw) };
         let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
         // SAFETY: `iov_iter_ubuf` initialises every field of `iter` to describe the user
         // buffer `buf` of `len` bytes; the VFS checked the range with `access_ok`.
         unsafe { bindings::iov_iter_ubuf(iter.as_mut_ptr(), bindings::ITER_DEST, buf.cast(), len) };
-        // SAFETY: `iter` is initialised and outlives `dest`.
-        let dest = unsafe { IovIterDest::from_raw(iter.as_mut_ptr()) };
-        match T::read(this, file, dest) {
-            Ok(n) => n as isize,
-            Err(e) => e.to_errno() as isize,
-        }
+        // SAFETY: `raw` is one of our files; `iter` is initialised and lives through the call.
+        unsafe { Self::read_into(raw, iter.as_mut_ptr()) }
     }
 
     extern "C" fn write_plain(
@@ -421,8 +433,6 @@ impl<T: FileOperations> FopsVTable<T> {
         len: usize,
         _pos: *mut bindings::loff_t,
     ) -> isize {
-        // SAFETY: One of our files.
-        let (this, file) = unsafe { Self::borrow(raw) };
         let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
         // SAFETY: `iov_iter_ubuf` initialises every field of `iter` to describe the user
         // buffer `buf` of `len` bytes; the VFS checked the range with `access_ok`. The
@@ -435,12 +445,8 @@ impl<T: FileOperations> FopsVTable<T> {
                 len,
             )
         };
-        // SAFETY: `iter` is initialised and outlives `src`.
-        let src = unsafe { IovIterSource::from_raw(iter.as_mut_ptr()) };
-        match T::write(this, file, src) {
-            Ok(n) => n as isize,
-            Err(e) => e.to_errno() as isize,
-        }
+        // SAFETY: `raw` is one of our files; `iter` is initialised and lives through the call.
+        unsafe { Self::write_from(raw, iter.as_mut_ptr()) }
     }
 
     extern "C" fn poll(
