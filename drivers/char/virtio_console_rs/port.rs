@@ -549,7 +549,12 @@ impl Port {
     }
 
     /// The host consumed data (interrupt context).
+    ///
+    /// A writer checks whether the ring is full and goes to sleep under `state`; taking the
+    /// lock before waking orders this wake-up after any such check, so none is lost (a writer
+    /// could otherwise sleep for ever on a ring the host has already emptied).
     pub(crate) fn tx_interrupt(&self) {
+        drop(self.state.lock());
         self.waitq.notify_all();
     }
 
