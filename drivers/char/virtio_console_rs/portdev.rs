@@ -5,6 +5,7 @@
 use crate::{
     control::{self, Event, HostMessage},
     debugfs_fmt,
+    fifo::Fifo,
     file::PortFile,
     port::{DeviceLink, Port, RX_BUF_SIZE},
     ConsoleDroppedAttr, Globals, NameAttr,
@@ -40,6 +41,22 @@ const EMERG_LOG_BYTES: usize = 1024;
 
 /// Pause after each emergency byte.
 const EMERG_BYTE_DELAY_US: i64 = 50;
+
+/// Control messages the interrupt handler can take off the receive queue ahead of the work
+/// item that handles them (32 bytes each).
+///
+/// QEMU drops a control message when it finds no receive buffer, so buffers must go back to
+/// the device as soon as possible, not after a slow PORT_ADD or PORT_REMOVE has been handled;
+/// with QEMU's 32-entry control queue the host can then run 160 messages ahead of the guest.
+const CONTROL_BACKLOG: usize = 128;
+
+/// A control message taken off the receive queue by [`PortsDevice::take_control_messages`].
+enum Incoming {
+    /// A copy of the message; its buffer went straight back to the device.
+    Copy(KVec<u8>),
+    /// The buffer itself (there was no memory for a copy); it goes back once handled.
+    Held(KBox<Buffer>),
+}
 
 /// Sends the kernel log on oops and panic through the `emerg_wr` config field
 /// (`VIRTIO_CONSOLE_F_EMERG_WRITE`), which needs no virtqueue: it works even when the queues
@@ -84,6 +101,9 @@ struct PortEntry {
 /// - `ports` is an IRQ-safe spinlock: the queue interrupts look ports up in it (and poll the
 ///   hvc console under it). Entries are added and taken out under it, but always dropped
 ///   outside it, since dropping one sleeps. It nests outside the ports' `state` locks.
+/// - `incoming` is an IRQ-safe spinlock: the control queue interrupt fills it, the work item
+///   empties it. It nests outside the control receive queue's lock, so messages enter it in
+///   the order the host sent them.
 /// - `control` serialises the control protocol (the work item, probe and remove), process
 ///   context only.
 #[pin_data]
@@ -97,6 +117,8 @@ pub(crate) struct PortsDevice {
     vqs: KVec<Arc<Virtqueue>>,
     #[pin]
     ports: SpinLockIrq<KVec<PortEntry>>,
+    #[pin]
+    incoming: SpinLockIrq<Fifo<Incoming>>,
     #[pin]
     control: Mutex<bool>,
     /// The panic-time log writer, dropped (unregistered) in `remove`, before the device goes.
@@ -180,6 +202,7 @@ impl PortsDevice {
         } else {
             None
         };
+        let incoming = Fifo::new(if multiport { CONTROL_BACKLOG } else { 0 }, GFP_KERNEL)?;
         let link = Arc::pin_init(
             DeviceLink::new(
                 vdev.get(),
@@ -201,6 +224,7 @@ impl PortsDevice {
                 region,
                 vqs,
                 ports <- new_spinlock_irq!(KVec::new()),
+                incoming <- new_spinlock_irq!(incoming),
                 control <- new_mutex!(false),
                 emerg <- new_mutex!(emerg),
                 control_work <- new_work!("virtio_console_rs::control_work"),
@@ -317,6 +341,7 @@ impl PortsDevice {
         match control::queue_port(index) {
             None => {
                 if index == 2 {
+                    self.take_control_messages();
                     let _ = workqueue::system().enqueue::<Arc<Self>, 0>(self.clone());
                 }
             }
@@ -363,26 +388,65 @@ impl PortsDevice {
         }
     }
 
-    /// Processes every control message the host has sent.
+    /// Moves the control messages the host has sent from the receive queue to `incoming`, in
+    /// order, and gives each buffer straight back to the device when a copy could be made.
+    /// Any context (the control queue interrupt, the work item).
+    ///
+    /// The C driver gives a buffer back only after handling its message, so a host that sends
+    /// faster than the guest handles (port hotplug under load) finds the queue empty, and QEMU
+    /// then drops the message: a lost PORT_REMOVE leaves a dead port with its readers asleep for
+    /// ever. Here the host can run [`CONTROL_BACKLOG`] messages further ahead.
+    fn take_control_messages(&self) {
+        let mut incoming = self.incoming.lock();
+        let mut q = self.vqs[2].lock();
+        let mut given_back = false;
+        while !incoming.is_full() {
+            let Some(buf) = q.get_buf() else {
+                break;
+            };
+            let mut copy = KVec::new();
+            // Atomic allocation: interrupts are off. Without memory, the buffer itself waits.
+            let item = match copy.extend_from_slice(buf.as_slice(), GFP_ATOMIC) {
+                Ok(()) => {
+                    // A queue that fails here is broken or gone; the buffer is just freed.
+                    given_back |= q.add_inbuf(buf).is_ok();
+                    Incoming::Copy(copy)
+                }
+                Err(_) => Incoming::Held(buf),
+            };
+            // Cannot fail: the queue is not full.
+            let _ = incoming.push(item);
+        }
+        if given_back {
+            q.kick();
+        }
+    }
+
+    /// Handles every control message the host has sent, in order. Process context.
     fn handle_control(&self) {
         let removed = self.control.lock();
         if *removed {
             return;
         }
-        let vq = &self.vqs[2];
         loop {
-            let Some(buf) = vq.lock().get_buf() else {
+            self.take_control_messages();
+            let Some(item) = self.incoming.lock().pop() else {
                 break;
             };
-            self.handle_message(buf.as_slice());
-            let mut q = vq.lock();
-            match q.add_inbuf(buf) {
-                Ok(()) => {
-                    q.kick();
-                }
-                Err(e) => {
-                    self.link
-                        .warn(fmt!("Error adding buffer to queue: {:?}", e.error));
+            match item {
+                Incoming::Copy(msg) => self.handle_message(&msg),
+                Incoming::Held(buf) => {
+                    self.handle_message(buf.as_slice());
+                    let mut q = self.vqs[2].lock();
+                    match q.add_inbuf(buf) {
+                        Ok(()) => {
+                            q.kick();
+                        }
+                        Err(e) => {
+                            self.link
+                                .warn(fmt!("Error adding buffer to queue: {:?}", e.error));
+                        }
+                    }
                 }
             }
         }

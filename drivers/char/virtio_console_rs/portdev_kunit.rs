@@ -370,6 +370,59 @@ mod tests {
     }
 
     #[test]
+    fn control_buffers_go_back_before_their_messages_are_handled() -> Result {
+        // QEMU drops a control message when it finds no receive buffer, so the driver must not
+        // hold the buffers while it is busy: here the work item is held up (as by a slow
+        // PORT_ADD) and the host sends three queues' worth of messages.
+        let h = Host::new(F_MULTIPORT, 8)?;
+        h.replies();
+        let pd = h.pd().ok_or(ENODEV)?;
+        // Ports 1..=4, then PORT_OPEN on them; each port's last message closes it, while the
+        // last ones of the earlier bursts open it; the very last removes port 4.
+        let message = |k: u32| -> KVec<u8> {
+            match k {
+                0..=3 => msg(k + 1, EV_PORT_ADD, 1, &[]),
+                191 => msg(4, EV_PORT_REMOVE, 0, &[]),
+                _ => {
+                    let open = ((k / 4) % 2 == 1) != (k >= 188);
+                    msg(k % 4 + 1, EV_PORT_OPEN, u16::from(open), &[])
+                }
+            }
+        };
+        // Assertions wait until the work item may run again: a failed one ends the case.
+        let mut posted = 0;
+        let mut back = [0; 3];
+        let work = pd.control.lock();
+        for b in back.iter_mut() {
+            for _ in 0..QSIZE {
+                posted += u32::from(h.post_raw(&message(posted), 8));
+            }
+            h.dev().interrupt(C_IVQ);
+            *b = h.dev().pending(C_IVQ);
+        }
+        // The backlog is full now: the host finds no buffer for the next message.
+        let refused = !h.post_raw(&msg(5, EV_PORT_ADD, 1, &[]), 8);
+        drop(work);
+        assert_eq!(posted, 3 * QSIZE);
+        // After each of the first two bursts every buffer was back, though no message had
+        // been handled; the third burst waited in the queue.
+        assert_eq!(back, [QSIZE, QSIZE, 0]);
+        assert!(refused);
+        h.settle();
+        // Everything was handled, in order.
+        assert_eq!(&h.port_ids()[..], &[1, 2, 3]);
+        for id in 1..=3 {
+            let port = h.port(id).ok_or(ENODEV)?;
+            assert!(!port.state.lock().host_connected);
+        }
+        let replies = h.replies();
+        assert_eq!(replies.len(), 4);
+        assert!(replies.iter().all(|r| r.1 == EV_PORT_READY && r.2 == 1));
+        assert_eq!(h.dev().pending(C_IVQ), QSIZE);
+        Ok(())
+    }
+
+    #[test]
     fn duplicate_and_out_of_order_events() -> Result {
         let h = Host::new(F_MULTIPORT, 4)?;
         h.replies();

@@ -16,6 +16,7 @@
 
 mod control;
 mod debugfs_fmt;
+mod fifo;
 mod file;
 mod port;
 mod portdev;

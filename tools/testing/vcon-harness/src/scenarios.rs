@@ -752,7 +752,11 @@ pub fn stress() -> Scenario {
             "touch /tmp/stop; i=0\n",
             "while [ $i -lt 100 ] && pidof vcg >/dev/null; do sleep 0.1; i=$((i+1)); done\n",
             "echo \"@@ stuck $(pidof vcg | wc -w)\"\n",
-            "for p in $(pidof vcg); do echo \"stuck: $(tr '\\0' ' ' </proc/$p/cmdline) in $(cat /proc/$p/wchan)\"; done\n",
+            "echo '@@BEGIN stuck-info'\n",
+            "for p in $(pidof vcg); do echo \"pid $p: $(tr '\\0' ' ' </proc/$p/cmdline) in $(cat /proc/$p/wchan)\"; cat /proc/$p/stack 2>/dev/null; done\n",
+            "echo \"nodes: $(ls /dev | grep vport | tr '\\n' ' ')\"\n",
+            "for f in /sys/kernel/debug/virtio-ports/*; do echo \"$f: $(tr '\\n' ' ' <$f)\"; done\n",
+            "echo '@@END stuck-info'\n",
             "killall -9 vcg 2>/dev/null; kill $(jobs -p) 2>/dev/null; wait\n",
             "echo \"@@ before-reload $(grep '^virtio_console' /proc/modules | cut -d' ' -f1,3) $(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c vport)\"\n",
             "ok=0; refused=0; MOD=$(basename $KO .ko)\n",
@@ -895,10 +899,16 @@ pub fn stress() -> Scenario {
             vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"done","backend":{"type":"null","data":{}}}}"#)?;
             vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":5,"chardev":"done","id":"dev-done"}}"#)?;
             let stuck = vm.result("stuck")?;
+            let info = vm.block("stuck-info")?;
             if driver == Driver::Rust {
-                expect_eq(&stuck, "0", "processes left asleep in the driver after the cycles")?;
+                check(stuck == "0", || {
+                    format!("{stuck} process(es) left asleep in the driver after the cycles:\n      {}", info.join("\n      "))
+                })?;
             } else if stuck != "0" {
-                println!("    note: {stuck} process(es) left asleep in the C driver after the cycles");
+                println!("    note: {stuck} process(es) left asleep in the C driver after the cycles:");
+                for l in &info {
+                    println!("      {l}");
+                }
             }
             let reload = vm.result("reload")?;
             expect_eq(&reload, "50 50", "reload cycles ok / rmmod refused with a file open")?;
