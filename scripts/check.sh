@@ -45,6 +45,8 @@ else
 	if grep -qE '^(warning|error)' "$log"; then
 		grep -E '^(warning|error)' -A8 "$log" | head -80 >&2
 		fail=1
+	elif [ "$fail" -ne 0 ]; then
+		tail -30 "$log" >&2
 	fi
 	[ "$fail" -ne 0 ] || echo "$sum" >"$CACHE/clippy-clean"
 	rm -f "$log"

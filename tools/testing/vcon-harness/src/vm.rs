@@ -50,6 +50,8 @@ pub struct VmConfig {
 pub struct Vm {
     child: Child,
     lines: Receiver<String>,
+    /// Lines set aside by [`Vm::result_keeping_others`], read before `lines`.
+    kept: std::collections::VecDeque<String>,
     /// Every line the guest printed on its console.
     pub log: Arc<Mutex<Vec<String>>>,
     pub dir: PathBuf,
@@ -166,6 +168,7 @@ impl Vm {
         Vm {
             child,
             lines,
+            kept: std::collections::VecDeque::new(),
             log,
             dir,
             deadline: Instant::now() + cfg.timeout,
@@ -175,6 +178,11 @@ impl Vm {
 
     /// Waits for a console line for which `f` returns `Some`.
     pub fn wait_line<T>(&mut self, what: &str, mut f: impl FnMut(&str) -> Option<T>) -> Res<T> {
+        while let Some(line) = self.kept.pop_front() {
+            if let Some(v) = f(&line) {
+                return Ok(v);
+            }
+        }
         loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -191,6 +199,32 @@ impl Vm {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(format!("guest ended while waiting for {what}"))
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a new result line `@@ TAG ...` and returns the text after
+    /// the tag; the lines before it are kept for later waits instead of being skipped, so it
+    /// can be used while other results may arrive.
+    pub fn result_keeping_others(&mut self, tag: &str, timeout: Duration) -> Res<String> {
+        let prefix = format!("@@ {tag} ");
+        let until = (Instant::now() + timeout).min(self.deadline);
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("timed out waiting for result {tag}"));
+            }
+            match self.lines.recv_timeout(left) {
+                Ok(line) => match line.trim_start_matches('\r').strip_prefix(&prefix) {
+                    Some(r) => return Ok(r.to_string()),
+                    None => self.kept.push_back(line),
+                },
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("timed out waiting for result {tag}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!("guest ended while waiting for result {tag}"))
                 }
             }
         }
