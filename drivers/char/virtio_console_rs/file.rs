@@ -40,8 +40,12 @@ impl FileOperations for PortFile {
 
     fn write(port: ArcBorrow<'_, Port>, file: &File, src: &mut IovIterSource<'_>) -> Result<usize> {
         let nonblock = file.flags() & O_NONBLOCK != 0;
-        port.write(src.len(), nonblock, |max| {
-            Buffer::from_iov(src, max, GFP_KERNEL)
+        port.write(src.len(), nonblock, |max, spare| match spare {
+            Some(mut buf) if buf.capacity() >= max => {
+                buf.refill_from_iov(src, max)?;
+                Ok(buf)
+            }
+            _ => Buffer::from_iov(src, max, GFP_KERNEL),
         })
     }
 

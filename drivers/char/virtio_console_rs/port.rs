@@ -14,7 +14,7 @@ use kernel::{
     str::CString,
     sync::{aref::ARef, poll::PollCondVar, Arc, SpinLockIrq, SpinLockIrqGuard},
     time::{delay::fsleep, Delta},
-    virtio::{self, Buffer, Virtqueue},
+    virtio::{self, Buffer, Virtqueue, VirtqueueGuard},
 };
 
 /// Size of each receive buffer, as in the C driver.
@@ -138,6 +138,9 @@ pub(crate) struct PortState {
     /// A writer or poller found the ring full and turned the transmit interrupt on to be
     /// woken when there is room; the next send turns it off again and wakes them.
     tx_armed: bool,
+    /// A transmit buffer the host has consumed, kept for the next write or console output to
+    /// reuse, so a steady stream allocates nothing; freed when the file is closed.
+    tx_spare: Option<KBox<Buffer>>,
     /// The port was unplugged: every file operation fails with `ENODEV`.
     pub(crate) unplugged: bool,
     /// The hvc vtermno, 0 when the port is not a console.
@@ -200,6 +203,7 @@ impl Port {
                     host_connected: false,
                     outvq_full: false,
                     tx_armed: false,
+                    tx_spare: None,
                     unplugged: false,
                     vtermno: 0,
                     name: None,
@@ -309,9 +313,22 @@ impl Port {
             return;
         }
         let mut q = self.out_vq.lock();
-        while q.get_buf().is_some() {
+        if Self::take_consumed_tx(st, &mut q) {
             st.outvq_full = false;
         }
+    }
+
+    /// Takes back every transmit buffer the host has consumed, keeping one in `tx_spare` and
+    /// freeing the others. Returns whether there was any.
+    fn take_consumed_tx(st: &mut PortState, q: &mut VirtqueueGuard<'_>) -> bool {
+        let mut any = false;
+        while let Some(buf) = q.get_buf() {
+            any = true;
+            if st.tx_spare.is_none() {
+                st.tx_spare = Some(buf);
+            }
+        }
+        any
     }
 
     /// Frees the transmit buffers the host has consumed; if the ring is still full, turns the
@@ -323,7 +340,7 @@ impl Port {
         }
         let mut q = self.out_vq.lock();
         loop {
-            while q.get_buf().is_some() {
+            if Self::take_consumed_tx(st, &mut q) {
                 st.outvq_full = false;
             }
             if !st.outvq_full {
@@ -445,14 +462,15 @@ impl Port {
         Ok(total)
     }
 
-    fn wait_writable(&self, nonblock: bool) -> Result {
+    /// Waits until a write can go through; returns the spare transmit buffer, if any.
+    fn wait_writable(&self, nonblock: bool) -> Result<Option<KBox<Buffer>>> {
         let mut st = self.state.lock();
         loop {
             if st.unplugged || !st.guest_connected {
                 return Err(ENODEV);
             }
             if !self.will_write_block(&mut st) {
-                return Ok(());
+                return Ok(st.tx_spare.take());
             }
             if nonblock {
                 return Err(EAGAIN);
@@ -464,8 +482,9 @@ impl Port {
     }
 
     /// Writes up to [`MAX_WRITE`] of `count` bytes, which `fill` copies from user space into a
-    /// new buffer (it may sleep). Waits for the host to be connected and the ring to have room
-    /// unless `nonblock`; does not wait for the host to consume the data.
+    /// buffer (it may sleep): the spare one it is given if that is large enough, else a new
+    /// one. Waits for the host to be connected and the ring to have room unless `nonblock`;
+    /// does not wait for the host to consume the data.
     ///
     /// The transmit interrupt is off while the host is behind a stream of writes: the C driver
     /// takes one interrupt per buffer only to wake writers that are not waiting, whereas
@@ -478,13 +497,13 @@ impl Port {
         &self,
         count: usize,
         nonblock: bool,
-        fill: impl FnOnce(usize) -> Result<KBox<Buffer>>,
+        fill: impl FnOnce(usize, Option<KBox<Buffer>>) -> Result<KBox<Buffer>>,
     ) -> Result<usize> {
         if count == 0 {
             return Ok(0);
         }
-        self.wait_writable(nonblock)?;
-        let buf = fill(count.min(MAX_WRITE))?;
+        let spare = self.wait_writable(nonblock)?;
+        let buf = fill(count.min(MAX_WRITE), spare)?;
         let copied = buf.len();
         let mut st = self.state.lock();
         if st.unplugged {
@@ -492,8 +511,8 @@ impl Port {
         }
         let mut q = self.out_vq.lock();
         let waiters = core::mem::take(&mut st.tx_armed);
-        // Free what the host has consumed (the C driver does the same in `__send_to_port`).
-        while q.get_buf().is_some() {}
+        // Take back what the host has consumed (the C driver frees it in `__send_to_port`).
+        Self::take_consumed_tx(&mut st, &mut q);
         if q.num_free() == self.out_vq.size() {
             // A lone write: keep the interrupt (see above).
             q.enable_cb();
@@ -573,6 +592,9 @@ impl Port {
         st.guest_connected = false;
         self.discard_input(&mut st);
         self.reclaim_tx(&mut st);
+        let spare = st.tx_spare.take();
+        drop(st);
+        drop(spare);
     }
 
     /// Sends `SIGIO` to the files that asked for it, if the port is open.
@@ -626,7 +648,9 @@ impl Port {
         st.guest_connected = false;
         st.host_connected = false;
         st.unplugged = true;
+        let spare = st.tx_spare.take();
         drop(st);
+        drop(spare);
         self.waitq.notify_all();
     }
 
@@ -677,14 +701,21 @@ impl Port {
             // Drop output for a port that is going away, so hvc does not spin.
             return Ok(data.len());
         }
-        let Ok(buf) = Buffer::from_slice(data, GFP_ATOMIC | __GFP_NOWARN) else {
-            return Err(ENOMEM);
-        };
         let mut q = self.out_vq.lock();
-        // No transmit interrupt: consumed buffers are freed here, on the next call, and hvc
-        // retries by itself when the ring is full.
+        // No transmit interrupt: consumed buffers are taken back here, on the next call, and
+        // hvc retries by itself when the ring is full.
         q.disable_cb();
-        while q.get_buf().is_some() {}
+        Self::take_consumed_tx(&mut st, &mut q);
+        let buf = match st.tx_spare.take() {
+            Some(mut buf) if buf.capacity() >= data.len() => {
+                buf.refill_from_slice(data);
+                buf
+            }
+            _ => match Buffer::from_slice(data, GFP_ATOMIC | __GFP_NOWARN) {
+                Ok(buf) => buf,
+                Err(_) => return Err(ENOMEM),
+            },
+        };
         match q.add_outbuf(buf) {
             Ok(()) => {
                 q.kick();

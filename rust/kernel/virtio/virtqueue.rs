@@ -105,6 +105,44 @@ impl Buffer {
         )?)
     }
 
+    /// Refills the buffer with up to `max` bytes from `src`, reusing its memory (no more than
+    /// its capacity), and makes them its valid bytes. Returns how many were copied; fails with
+    /// `EFAULT` if none could be (the buffer then holds no valid bytes).
+    ///
+    /// # Examples
+    ///
+    /// A consumed transmit buffer can carry the next message without a new allocation:
+    ///
+    /// ```
+    /// use kernel::virtio::Buffer;
+    ///
+    /// let mut buf = Buffer::from_slice(b"hello", GFP_KERNEL)?;
+    /// assert_eq!(buf.refill_from_slice(b"abc"), 3);
+    /// assert_eq!(buf.as_slice(), b"abc");
+    /// assert_eq!(buf.capacity(), 5);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn refill_from_iov(&mut self, src: &mut IovIterSource<'_>, max: usize) -> Result<usize> {
+        let room = max.min(self.data.len());
+        let n = src.copy_from_iter(&mut self.data[..room]);
+        // INVARIANT: `n <= room <= data.len()`.
+        self.len = n;
+        if n == 0 {
+            return Err(EFAULT);
+        }
+        Ok(n)
+    }
+
+    /// Refills the buffer with as much of `data` as fits, reusing its memory, and makes it its
+    /// valid bytes. Returns how many bytes were copied.
+    pub fn refill_from_slice(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.data.len());
+        self.data[..n].copy_from_slice(&data[..n]);
+        // INVARIANT: `n <= data.len()` of the buffer.
+        self.len = n;
+        n
+    }
+
     /// The number of valid bytes.
     pub fn len(&self) -> usize {
         self.len
