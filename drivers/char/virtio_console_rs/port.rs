@@ -154,6 +154,14 @@ pub(crate) struct PortState {
     pub(crate) stats: Stats,
 }
 
+#[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
+impl PortState {
+    /// Whether a consumed transmit buffer is kept for reuse (for the tests).
+    pub(crate) fn has_tx_spare(&self) -> bool {
+        self.tx_spare.is_some()
+    }
+}
+
 /// A port.
 ///
 /// # Locking

@@ -686,6 +686,69 @@ mod tests {
     }
 
     #[test]
+    fn consumed_transmit_buffers_are_reused_with_the_right_length() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_PORT_OPEN, 1, &[]);
+        let port = h.port(1).ok_or(ENODEV)?;
+        port.open()?;
+        // What file.rs does with user memory, with a slice.
+        let write = |data: &[u8]| {
+            port.write(data.len(), true, |max, spare| match spare {
+                Some(mut buf) if buf.capacity() >= max => {
+                    buf.refill_from_slice(&data[..max]);
+                    Ok(buf)
+                }
+                _ => Buffer::from_slice(&data[..max], GFP_KERNEL),
+            })
+        };
+        let (_, tx) = control::port_queues(1);
+        let mut out = KVec::new();
+        // A write takes back the buffers the host consumed after it has filled its own, so
+        // the third write is the first to reuse one: shorter data must not carry the old
+        // tail, longer data needs a new buffer.
+        let writes: [&[u8]; 6] = [
+            b"0123456789",
+            b"abcdefghij",
+            b"xyz",
+            b"hello",
+            b"",
+            b"a longer line than ten",
+        ];
+        for (i, data) in writes.into_iter().enumerate() {
+            assert_eq!(port.state.lock().has_tx_spare(), i >= 2);
+            assert_eq!(write(data), Ok(data.len()));
+            out.clear();
+            let taken = h.take_port_output(1, &mut out);
+            if data.is_empty() {
+                assert!(taken.is_empty());
+                continue;
+            }
+            assert_eq!(taken.len(), 1);
+            assert_eq!(&out[..], data);
+            h.dev().complete(tx, taken[0].head, 0)?;
+        }
+        // Console output reuses it the same way.
+        h.send(2, EV_PORT_ADD, 1, &[]);
+        h.send(2, EV_CONSOLE_PORT, 1, &[]);
+        let console = h.port(2).ok_or(ENODEV)?;
+        let (_, ctx) = control::port_queues(2);
+        for data in [&b"console"[..], b"ok", b"longer than before"] {
+            assert_eq!(console.console_put(data), Ok(data.len()));
+            out.clear();
+            let taken = h.take_port_output(2, &mut out);
+            assert_eq!(taken.len(), 1);
+            assert_eq!(&out[..], data);
+            h.dev().complete(ctx, taken[0].head, 0)?;
+        }
+        assert_eq!(port.state.lock().stats.bytes_sent, 50);
+        port.release();
+        // Closing the file frees the spare.
+        assert!(!port.state.lock().has_tx_spare());
+        Ok(())
+    }
+
+    #[test]
     fn console_output_is_dropped_and_counted_when_the_host_never_consumes() -> Result {
         let h = Host::new(F_MULTIPORT, 2)?;
         h.send(1, EV_PORT_ADD, 1, &[]);
