@@ -139,7 +139,8 @@ pub(crate) struct PortState {
     /// woken when there is room; the next send turns it off again and wakes them.
     tx_armed: bool,
     /// A transmit buffer the host has consumed, kept for the next write or console output to
-    /// reuse, so a steady stream allocates nothing; freed when the file is closed.
+    /// reuse, so a steady stream allocates nothing; freed when the file is closed or the port
+    /// unplugged.
     tx_spare: Option<KBox<Buffer>>,
     /// The port was unplugged: every file operation fails with `ENODEV`.
     pub(crate) unplugged: bool,
@@ -315,7 +316,7 @@ impl Port {
         }
     }
 
-    /// Frees transmit buffers the host has consumed.
+    /// Takes back the transmit buffers the host has consumed (see [`Port::take_consumed_tx`]).
     pub(crate) fn reclaim_tx(&self, st: &mut PortState) {
         if st.unplugged {
             return;
@@ -339,8 +340,8 @@ impl Port {
         any
     }
 
-    /// Frees the transmit buffers the host has consumed; if the ring is still full, turns the
-    /// transmit interrupt on, so whoever waits for room is woken as soon as the host has
+    /// Takes back the transmit buffers the host has consumed; if the ring is still full, turns
+    /// the transmit interrupt on, so whoever waits for room is woken as soon as the host has
     /// consumed a buffer (as in the C driver, whose interrupt is always on).
     fn reclaim_tx_or_arm(&self, st: &mut PortState) {
         if st.unplugged {

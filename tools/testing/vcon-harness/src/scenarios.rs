@@ -1036,7 +1036,9 @@ pub fn guest_agent() -> Scenario {
             "load_driver\nwait_for /sys/class/virtio-ports/vport0p1/name\n",
             "/usr/sbin/qemu-ga -m virtio-serial -p /dev/vport0p1 -t /tmp -l /tmp/qga.log &\n",
             "echo '@@ qga-started'\n",
-            "i=0; while [ ! -e /tmp/qga-done ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n",
+            // The host hot-plugs port 2 once it has every answer: qemu-ga must live until then
+            // (waiting for its own file instead raced with its last answers).
+            "i=0; while [ ! -e /dev/vport0p2 ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n",
             "kill %1 2>/dev/null; wait\n",
             "echo \"@@ qga-end $(ls /tmp/qga-done 2>/dev/null)\"\n"
         ),
@@ -1074,10 +1076,12 @@ pub fn guest_agent() -> Scenario {
             }
             check(back == data, || format!("file read back differs ({} bytes)", back.len()))?;
             qga(&mut s, &mut r, &format!(r#"{{"execute":"guest-file-close","arguments":{{"handle":{h}}}}}"#))?;
-            // Tell the guest we are done by creating the file it waits for.
+            // A file the guest lists at the end, then port 2 to tell it we are done.
             let done = qga(&mut s, &mut r, r#"{"execute":"guest-file-open","arguments":{"path":"/tmp/qga-done","mode":"w"}}"#)?;
             let h2 = json_int(&done, "return").ok_or("open qga-done")?;
             qga(&mut s, &mut r, &format!(r#"{{"execute":"guest-file-close","arguments":{{"handle":{h2}}}}}"#))?;
+            vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"end","backend":{"type":"null","data":{}}}}"#)?;
+            vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":2,"chardev":"end","id":"port-end"}}"#)?;
             expect_eq(&vm.result("qga-end")?, "/tmp/qga-done", "guest saw the end")?;
             Ok(vec!["qga ok".into()])
         },
