@@ -208,6 +208,15 @@ impl Host {
         self.pd()?.find_port(id)
     }
 
+    /// Adds port `id`, opens its host end and then the port itself, as a file would.
+    fn open_port(&self, id: u32) -> Result<Arc<Port>> {
+        self.send(id, EV_PORT_ADD, 1, &[]);
+        self.send(id, EV_PORT_OPEN, 1, &[]);
+        let port = self.port(id).ok_or(ENODEV)?;
+        port.open()?;
+        Ok(port)
+    }
+
     /// Hands `data` to port `id` through its receive queue, reporting `used_len`.
     fn to_port(&self, id: u32, data: &[u8], used_len: u32) -> Result<Taken> {
         let (rx, _) = control::port_queues(id);
@@ -635,10 +644,7 @@ mod tests {
     #[test]
     fn data_used_lengths_are_clamped() -> Result {
         let h = Host::new(F_MULTIPORT, 2)?;
-        h.send(1, EV_PORT_ADD, 1, &[]);
-        h.send(1, EV_PORT_OPEN, 1, &[]);
-        let port = h.port(1).ok_or(ENODEV)?;
-        port.open()?;
+        let port = h.open_port(1)?;
         // Zero bytes carry nothing; the buffer goes straight back.
         h.to_port(1, b"", 0)?;
         assert_eq!(port.state.lock().stats.bytes_received, 0);
@@ -688,10 +694,7 @@ mod tests {
     #[test]
     fn consumed_transmit_buffers_are_reused_with_the_right_length() -> Result {
         let h = Host::new(F_MULTIPORT, 3)?;
-        h.send(1, EV_PORT_ADD, 1, &[]);
-        h.send(1, EV_PORT_OPEN, 1, &[]);
-        let port = h.port(1).ok_or(ENODEV)?;
-        port.open()?;
+        let port = h.open_port(1)?;
         // What file.rs does with user memory, with a slice.
         let write = |data: &[u8]| {
             port.write(data.len(), true, |max, spare| match spare {
