@@ -13,7 +13,7 @@ HARNESS_DIR := tools/testing/vcon-harness
 HARNESS := $(HARNESS_DIR)/target/release/vcon-harness
 export VCON_VCG := $(CURDIR)/$(HARNESS_DIR)/target/x86_64-unknown-linux-gnu/release/vcg
 
-.PHONY: all setup kernel kernel-debug build harness test test-debug run bench check kunit list clean
+.PHONY: all setup kernel kernel-debug build harness test test-debug run bench profile check kunit list clean
 
 all: build
 
@@ -54,6 +54,13 @@ run: build
 # C reference against Rust, same guest and host program, alternated runs (BENCH_ARGS="--reps N").
 bench: build
 	@$(HARNESS) bench $(BENCH_ARGS)
+
+# Guest kernel instructions per write by function, from a QEMU TCG plugin under icount
+# (PROFILE_ARGS="c|rust [hvc] [--size N] [--writes N] [--top N]").
+PROFILE_PLUGIN := tools/testing/vcon-tcg-profile/target/release/libvcon_tcg_profile.so
+profile: build
+	@cd tools/testing/vcon-tcg-profile && cargo build -q --release
+	@VCON_TCG_PROFILE=$(CURDIR)/$(PROFILE_PLUGIN) $(HARNESS) profile $(PROFILE_ARGS)
 
 check: kernel
 	@bash scripts/check.sh

@@ -65,6 +65,8 @@ stage kernel "bzImage and in-tree modules"
 "${KMAKE[@]}" bzImage modules
 cp "$KDIR/arch/x86/boot/bzImage" "$OUT/bzImage"
 cp "$KDIR/drivers/char/virtio_console.ko" "$OUT/virtio_console.ko"
+# For `make profile`: kernel symbols, to name the blocks the TCG profiler counted.
+cp "$KDIR/System.map" "$OUT/System.map"
 
 stage modules "virtio_console_rs and samples (external modules)"
 "${KMAKE[@]}" M="$TOP" MO="$OUT/modbuild" modules

@@ -13,6 +13,7 @@
 mod bench;
 mod initramfs;
 mod ktap;
+mod profile;
 mod scenarios;
 mod vm;
 
@@ -353,7 +354,9 @@ fn run_kunit(env: &Env) -> Res<ktap::Summary> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | ' '))
     {
-        return Err(format!("VCON_KUNIT_MODARGS: only name=value pairs, got {modargs:?}"));
+        return Err(format!(
+            "VCON_KUNIT_MODARGS: only name=value pairs, got {modargs:?}"
+        ));
     }
     let extra = scenario_initrd(
         &env.out,
@@ -570,6 +573,64 @@ fn cmd_bench(args: &[String]) -> Res<bool> {
     bench::run(&make_cfg, env.accel, icount, reps, &env.out.join("bench"))
 }
 
+/// `profile [c|rust] [hvc] [--size N] [--writes N] [--top N]`: instructions per write by
+/// kernel function (see `profile.rs`); needs `VCON_TCG_PROFILE`, the plugin's path.
+fn cmd_profile(args: &[String]) -> Res<bool> {
+    let opt = |name: &str, default: usize| -> Res<usize> {
+        match args.iter().position(|a| a == name) {
+            None => Ok(default),
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number")),
+        }
+    };
+    let driver = if args.iter().any(|a| a == "c") {
+        Driver::C
+    } else {
+        Driver::Rust
+    };
+    let hvc = args.iter().any(|a| a == "hvc");
+    let w = profile::Workload {
+        node: if hvc { "/dev/hvc0" } else { "/dev/vport0p1" }.into(),
+        size: opt("--size", 4096)?,
+        writes: opt("--writes", 4096)?,
+    };
+    let top = opt("--top", 40)?;
+    let plugin = std::env::var_os("VCON_TCG_PROFILE")
+        .map(PathBuf::from)
+        .ok_or("VCON_TCG_PROFILE (the plugin's path) is not set")?;
+    let env = setup()?;
+    if env.accel != Accel::Tcg {
+        return Err("profiling needs TCG (VCON_ACCEL=tcg)".into());
+    }
+    let make_cfg = |d: Driver, script: String| -> VmConfig {
+        let extra = scenario_initrd(&env.out, &format!("profile-{}", d.name()), &script)
+            .unwrap_or_default();
+        VmConfig {
+            kernel: env.out.join("bzImage"),
+            initrds: vec![env.base_initrd.clone(), extra],
+            cmdline: with_extra_cmdline(
+                &env,
+                vec![format!("vcon_driver={}", d.name()), "kunit.enable=0".into()],
+            ),
+            qemu_args: vec![],
+            accel: env.accel,
+            timeout: Duration::from_secs(900),
+            mem: 512,
+        }
+    };
+    profile::run(
+        &make_cfg,
+        driver,
+        &w,
+        &plugin,
+        &env.out,
+        &env.out.join("profile"),
+        top,
+    )
+}
+
 fn cmd_run(args: &[String]) -> Res<bool> {
     let driver = if args.iter().any(|a| a == "c") {
         Driver::C
@@ -700,6 +761,7 @@ fn main() {
         Some("kunit") => cmd_test(&["--only".into(), "kunit".into()]),
         Some("run") => cmd_run(&args[1..]),
         Some("bench") => cmd_bench(&args[1..]),
+        Some("profile") => cmd_profile(&args[1..]),
         Some("list") => {
             for s in scenarios::all() {
                 println!("{:32} {}", s.name, s.about);

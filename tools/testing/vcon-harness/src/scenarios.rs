@@ -454,7 +454,10 @@ pub fn all() -> Vec<Scenario> {
     });
 
     // A device without VIRTIO_CONSOLE_F_MULTIPORT: QEMU offers it only when max_ports > 1.
-    let mut q = vec!["-device".into(), "virtio-serial-pci,id=vser0,max_ports=1".into()];
+    let mut q = vec![
+        "-device".into(),
+        "virtio-serial-pci,id=vser0,max_ports=1".into(),
+    ];
     q.extend(console(0, 0, "con0"));
     v.push(Scenario {
         name: "single_port_console",
