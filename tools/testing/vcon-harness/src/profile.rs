@@ -21,6 +21,8 @@ pub struct Workload {
     pub size: usize,
     /// Writes in the smaller of the two boots.
     pub writes: usize,
+    /// Put the terminal in raw mode first (for `/dev/hvc0`).
+    pub raw: bool,
 }
 
 fn guest_script(w: &Workload, writes: usize) -> String {
@@ -29,8 +31,9 @@ fn guest_script(w: &Workload, writes: usize) -> String {
             "load_driver\nwait_for /dev/vport0p1\nwait_for /dev/hvc0\n",
             "for p in 0 1; do until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p$p; do sleep 0.1; done; done\n",
             "echo '@@BEGIN syms'; grep virtio_console /proc/modules; echo '@@END syms'\n",
-            "vcg bench-g2h work {node} {size} {total}\n",
+            "vcg bench-g2h work {node} {size} {total} {raw}\n",
         ),
+        raw = if w.raw { "raw" } else { "" },
         node = w.node,
         size = w.size,
         total = w.size * writes,
@@ -259,10 +262,11 @@ pub fn run(
     let mut v: Vec<(String, i64)> = by_fn.into_iter().collect();
     v.sort_by_key(|x| -x.1.abs());
     println!(
-        "{}: {} bytes per write to {}: guest kernel instructions per write {:.0}, user {:.0}",
+        "{}: {} bytes per write to {}{}: guest kernel instructions per write {:.0}, user {:.0}",
         driver.name(),
         w.size,
         w.node,
+        if w.raw { " (raw)" } else { "" },
         total as f64 / n,
         (*user2 as f64 - *user1 as f64) / n
     );

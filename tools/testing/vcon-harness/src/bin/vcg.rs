@@ -48,6 +48,29 @@ extern "C" {
     fn write(fd: i32, buf: *const u8, n: usize) -> isize;
     fn poll(fds: *mut PollFd, n: u64, timeout: i32) -> i32;
     fn __errno_location() -> *mut i32;
+    fn tcgetattr(fd: i32, t: *mut Termios) -> i32;
+    fn tcsetattr(fd: i32, when: i32, t: *const Termios) -> i32;
+    fn cfmakeraw(t: *mut Termios);
+}
+
+/// glibc's `struct termios` (60 bytes on x86_64), only ever filled and read by libc.
+#[repr(C, align(4))]
+struct Termios([u8; 64]);
+
+/// Puts the terminal `fd` in raw mode (`cfmakeraw`: no output processing, no echo).
+fn make_raw(fd: i32) -> Result<(), i32> {
+    let mut t = Termios([0; 64]);
+    // SAFETY: `t` is large enough for glibc's termios; `fd` is open.
+    unsafe {
+        if tcgetattr(fd, &mut t) != 0 {
+            return Err(errno());
+        }
+        cfmakeraw(&mut t);
+        if tcsetattr(fd, 0, &t) != 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
 }
 
 #[repr(C)]
@@ -336,12 +359,19 @@ fn main() {
                 println!("@@ {tag} received {got} {h:016x}");
             });
         }
-        // bench-g2h TAG PATH SIZE TOTAL: write TOTAL bytes in SIZE-byte writes; report time
-        // and guest CPU jiffies.
+        // bench-g2h TAG PATH SIZE TOTAL [raw]: write TOTAL bytes in SIZE-byte writes; report
+        // time and guest CPU jiffies. With `raw` the terminal PATH is put in raw mode first.
         "bench-g2h" => {
             let size: usize = arg(4).parse().unwrap_or(4096).max(1);
             let total: usize = arg(5).parse().unwrap_or(1 << 20);
+            let raw = arg(6) == "raw";
             with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
+                if raw {
+                    if let Err(e) = make_raw(fd) {
+                        println!("@@ {tag} err {}", errno_name(e));
+                        return;
+                    }
+                }
                 let buf = vec![0x5au8; size];
                 let cpu0 = cpu_jiffies();
                 let t0 = std::time::Instant::now();
