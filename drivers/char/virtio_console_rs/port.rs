@@ -6,6 +6,7 @@
 use crate::{
     control::{self, Event},
     ratelimit::{RateLimit, Verdict},
+    tx_pool::{Pool, PoolItem},
 };
 use kernel::{
     chrdev::{band, FasyncQueue},
@@ -28,6 +29,19 @@ const CONTROL_TRIES: u32 = 10_000;
 
 /// Console writes retried (`EAGAIN`) while the transmit ring is full before output is dropped.
 pub(crate) const CONSOLE_TRIES: u32 = 100_000;
+
+/// How many consumed transmit buffers a port keeps for reuse (see [`crate::tx_pool`]).
+pub(crate) const TX_POOL: usize = 16;
+
+/// How many bytes of consumed transmit buffers a port keeps for reuse, beyond the first
+/// buffer: one largest write.
+pub(crate) const TX_POOL_BYTES: usize = MAX_WRITE;
+
+impl PoolItem for KBox<Buffer> {
+    fn bytes(&self) -> usize {
+        self.capacity()
+    }
+}
 
 /// What a port needs of its device to talk to the host; shared by all ports of a device.
 #[pin_data]
@@ -138,10 +152,13 @@ pub(crate) struct PortState {
     /// A writer or poller found the ring full and turned the transmit interrupt on to be
     /// woken when there is room; the next send turns it off again and wakes them.
     tx_armed: bool,
-    /// A transmit buffer the host has consumed, kept for the next write or console output to
-    /// reuse, so a steady stream allocates nothing; freed when the file is closed or the port
-    /// unplugged.
-    tx_spare: Option<KBox<Buffer>>,
+    /// Data was read since the last write: the traffic looks like requests and responses,
+    /// so a write to an empty ring keeps the transmit interrupt on (see [`Port::write`]).
+    read_since_write: bool,
+    /// Transmit buffers the host has consumed, kept for the next writes or console output to
+    /// reuse, so a steady stream allocates nothing: up to [`TX_POOL`] of them and
+    /// [`TX_POOL_BYTES`] together, all freed when the file is closed or the port unplugged.
+    tx_pool: Pool<KBox<Buffer>>,
     /// The port was unplugged: every file operation fails with `ENODEV`.
     pub(crate) unplugged: bool,
     /// The hvc vtermno, 0 when the port is not a console.
@@ -157,9 +174,14 @@ pub(crate) struct PortState {
 
 #[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
 impl PortState {
-    /// Whether a consumed transmit buffer is kept for reuse (for the tests).
-    pub(crate) fn has_tx_spare(&self) -> bool {
-        self.tx_spare.is_some()
+    /// How many consumed transmit buffers are kept for reuse (for the tests).
+    pub(crate) fn tx_pool_len(&self) -> usize {
+        self.tx_pool.len()
+    }
+
+    /// The bytes those buffers hold (for the tests).
+    pub(crate) fn tx_pool_bytes(&self) -> usize {
+        self.tx_pool.bytes()
     }
 }
 
@@ -199,6 +221,7 @@ impl Port {
         in_vq: Arc<Virtqueue>,
         out_vq: Arc<Virtqueue>,
     ) -> Result<Arc<Self>> {
+        let tx_pool = Pool::new(TX_POOL, TX_POOL_BYTES, GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 id,
@@ -212,7 +235,8 @@ impl Port {
                     host_connected: false,
                     outvq_full: false,
                     tx_armed: false,
-                    tx_spare: None,
+                    read_since_write: true,
+                    tx_pool,
                     unplugged: false,
                     vtermno: 0,
                     name: None,
@@ -327,15 +351,14 @@ impl Port {
         }
     }
 
-    /// Takes back every transmit buffer the host has consumed, keeping one in `tx_spare` and
-    /// freeing the others. Returns whether there was any.
+    /// Takes back every transmit buffer the host has consumed, keeping some of them for reuse
+    /// (see [`PortState::tx_pool`]) and freeing the others. Returns whether there was any.
     fn take_consumed_tx(st: &mut PortState, q: &mut VirtqueueGuard<'_>) -> bool {
         let mut any = false;
         while let Some(buf) = q.get_buf() {
             any = true;
-            if st.tx_spare.is_none() {
-                st.tx_spare = Some(buf);
-            }
+            // A full pool gives the buffer back, and it is freed here.
+            let _ = st.tx_pool.put(buf);
         }
         any
     }
@@ -459,6 +482,7 @@ impl Port {
             }
         }
         st.reading = false;
+        st.read_since_write = true;
         drop(st);
         if requeued {
             self.in_vq.lock().kick();
@@ -471,7 +495,7 @@ impl Port {
         Ok(total)
     }
 
-    /// Waits until a write can go through; returns the spare transmit buffer, if any.
+    /// Waits until a write can go through; returns a consumed transmit buffer to reuse, if any.
     fn wait_writable(&self, nonblock: bool) -> Result<Option<KBox<Buffer>>> {
         let mut st = self.state.lock();
         loop {
@@ -479,7 +503,7 @@ impl Port {
                 return Err(ENODEV);
             }
             if !self.will_write_block(&mut st) {
-                return Ok(st.tx_spare.take());
+                return Ok(st.tx_pool.take());
             }
             if nonblock {
                 return Err(EAGAIN);
@@ -499,9 +523,10 @@ impl Port {
     /// takes one interrupt per buffer only to wake writers that are not waiting, whereas
     /// consumed buffers are freed here, by the next write, anyway. A writer or poller that
     /// finds the ring full turns it on ([`Port::reclaim_tx_or_arm`]); the next write turns it
-    /// off and wakes them to look again. A write to an empty ring keeps it on: under TCG that
-    /// measurably lowers the latency of request/response traffic (see
-    /// `Documentation/rust/virtio-console-rs-performance.rst`).
+    /// off and wakes them to look again. A write to an empty ring after a read keeps it on:
+    /// under TCG that measurably lowers the latency of request/response traffic (see
+    /// `Documentation/rust/virtio-console-rs-performance.rst`), whereas a stream of writes the
+    /// host keeps up with would take one interrupt per write for nothing.
     pub(crate) fn write(
         &self,
         count: usize,
@@ -522,8 +547,10 @@ impl Port {
         let waiters = core::mem::take(&mut st.tx_armed);
         // Take back what the host has consumed (the C driver frees it in `__send_to_port`).
         Self::take_consumed_tx(&mut st, &mut q);
-        if q.num_free() == self.out_vq.size() {
-            // A lone write: keep the interrupt (see above).
+        let caught_up = q.num_free() == self.out_vq.size();
+        let after_read = core::mem::take(&mut st.read_since_write);
+        if caught_up && after_read {
+            // A response to what was read: keep the interrupt (see above).
             q.enable_cb();
         } else {
             q.disable_cb();
@@ -601,9 +628,7 @@ impl Port {
         st.guest_connected = false;
         self.discard_input(&mut st);
         self.reclaim_tx(&mut st);
-        let spare = st.tx_spare.take();
-        drop(st);
-        drop(spare);
+        st.tx_pool.clear();
     }
 
     /// Sends `SIGIO` to the files that asked for it, if the port is open.
@@ -657,9 +682,8 @@ impl Port {
         st.guest_connected = false;
         st.host_connected = false;
         st.unplugged = true;
-        let spare = st.tx_spare.take();
+        st.tx_pool.clear();
         drop(st);
-        drop(spare);
         self.waitq.notify_all();
     }
 
@@ -715,7 +739,7 @@ impl Port {
         // hvc retries by itself when the ring is full.
         q.disable_cb();
         Self::take_consumed_tx(&mut st, &mut q);
-        let buf = match st.tx_spare.take() {
+        let buf = match st.tx_pool.take() {
             Some(mut buf) if buf.capacity() >= data.len() => {
                 buf.refill_from_slice(data);
                 buf

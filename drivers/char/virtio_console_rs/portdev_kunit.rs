@@ -9,7 +9,10 @@
 //! item, so every step ends by flushing it.
 
 use super::*;
-use crate::{control::le_message as msg, port::Port};
+use crate::{
+    control::le_message as msg,
+    port::{Port, TX_POOL, TX_POOL_BYTES},
+};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::{
     chrdev::poll_mask,
@@ -719,7 +722,7 @@ mod tests {
             b"a longer line than ten",
         ];
         for (i, data) in writes.into_iter().enumerate() {
-            assert_eq!(port.state.lock().has_tx_spare(), i >= 2);
+            assert_eq!(port.state.lock().tx_pool_len(), usize::from(i >= 2));
             assert_eq!(write(data), Ok(data.len()));
             out.clear();
             let taken = h.take_port_output(1, &mut out);
@@ -747,7 +750,110 @@ mod tests {
         assert_eq!(port.state.lock().stats.bytes_sent, 50);
         port.release();
         // Closing the file frees the spare.
-        assert!(!port.state.lock().has_tx_spare());
+        assert_eq!(port.state.lock().tx_pool_len(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn the_transmit_interrupt_is_on_for_a_response_and_off_for_a_stream() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        let (_, tx) = control::port_queues(1);
+        let mut out = KVec::new();
+        // Writes `data`, lets the host consume it and raises the transmit interrupt; returns
+        // whether the driver's callback ran (the device honours interrupt suppression).
+        let mut write_and_consume = |data: &[u8]| -> Result<bool> {
+            let n = port.write(data.len(), true, |max, _| {
+                Buffer::from_slice(&data[..max], GFP_KERNEL)
+            })?;
+            assert_eq!(n, data.len());
+            out.clear();
+            let taken = h.take_port_output(1, &mut out);
+            assert_eq!(taken.len(), 1);
+            h.dev().complete(tx, taken[0].head, 0)?;
+            Ok(h.dev().interrupt(tx))
+        };
+        // A first write may be a request: interrupt on.
+        assert!(write_and_consume(b"hello")?);
+        // Writes with no read in between are a stream the host keeps up with: no interrupt
+        // per write.
+        for _ in 0..3 {
+            assert!(!write_and_consume(b"more")?);
+        }
+        // A write after a read is a response: interrupt on again.
+        h.to_port(1, b"ping", 4)?;
+        let mut got = [0u8; 8];
+        let n = port.read(true, got.len(), |d| {
+            let k = d.len().min(got.len());
+            got[..k].copy_from_slice(&d[..k]);
+            k
+        })?;
+        assert_eq!(&got[..n], b"ping");
+        assert!(write_and_consume(b"pong")?);
+        assert!(!write_and_consume(b"again")?);
+        port.release();
+        Ok(())
+    }
+
+    #[test]
+    fn a_port_keeps_some_consumed_buffers_for_the_next_writes() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        let write = |data: &[u8]| {
+            port.write(data.len(), true, |max, spare| match spare {
+                Some(mut buf) if buf.capacity() >= max => {
+                    buf.refill_from_slice(&data[..max]);
+                    Ok(buf)
+                }
+                _ => Buffer::from_slice(&data[..max], GFP_KERNEL),
+            })
+        };
+        let pool = || port.state.lock().tx_pool_len();
+        let (_, tx) = control::port_queues(1);
+        let mut out = KVec::new();
+        let complete_all = |out: &mut KVec<u8>| -> Result<usize> {
+            out.clear();
+            let taken = h.take_port_output(1, out);
+            for t in taken.iter() {
+                h.dev().complete(tx, t.head, 0)?;
+            }
+            Ok(taken.len())
+        };
+        // The host falls behind by more buffers than the pool keeps, then consumes them all.
+        let behind = TX_POOL + 4;
+        for i in 0..behind {
+            assert_eq!(write(&[i as u8; 16]), Ok(16));
+        }
+        assert_eq!(complete_all(&mut out)?, behind);
+        // The next write takes them back: the pool keeps TX_POOL, the rest are freed.
+        assert_eq!(pool(), 0);
+        assert_eq!(write(b"next"), Ok(4));
+        assert_eq!(pool(), TX_POOL);
+        // The following writes reuse them, one each, while the host is behind again.
+        for n in (0..TX_POOL).rev() {
+            assert_eq!(write(b"again"), Ok(5));
+            assert_eq!(pool(), n);
+        }
+        assert_eq!(complete_all(&mut out)?, TX_POOL + 1);
+        // Closing the file frees them all.
+        port.release();
+        assert_eq!(pool(), 0);
+        port.open()?;
+        // Large buffers are kept up to TX_POOL_BYTES.
+        let half = KVec::from_elem(0x5au8, TX_POOL_BYTES / 2, GFP_KERNEL)?;
+        let sent = port.state.lock().stats.bytes_sent;
+        for _ in 0..3 {
+            assert_eq!(write(&half), Ok(half.len()));
+        }
+        assert_eq!(complete_all(&mut out)?, 3);
+        let sent_now = port.state.lock().stats.bytes_sent;
+        assert_eq!(sent_now - sent, 3 * half.len() as u64);
+        assert_eq!(write(b"x"), Ok(1));
+        // Two of them fit the budget, the third is freed.
+        assert_eq!(pool(), 2);
+        assert_eq!(port.state.lock().tx_pool_bytes(), TX_POOL_BYTES);
+        port.release();
+        assert_eq!(pool(), 0);
         Ok(())
     }
 

@@ -21,6 +21,7 @@ mod file;
 mod port;
 mod portdev;
 mod ratelimit;
+mod tx_pool;
 
 use core::marker::PhantomData;
 use kernel::{
