@@ -454,7 +454,8 @@ impl Port {
         // We are the reader now: others wait on `reading`, and nobody else takes buffers.
         st.reading = true;
         let mut total = 0;
-        let mut requeued = false;
+        // Buffers were given back without notifying the device yet.
+        let mut kick_owed = false;
         loop {
             let next = match st.inbuf.take() {
                 Some(b) => Some(b),
@@ -475,16 +476,20 @@ impl Port {
                 }
                 break;
             }
-            self.requeue_with(buf, false);
-            requeued = true;
-            if total >= want || st.unplugged {
+            // The last buffer of this read notifies the device for all of them, under the
+            // queue lock its return takes anyway.
+            let done = total >= want || st.unplugged;
+            self.requeue_with(buf, done);
+            kick_owed = !done;
+            if done {
                 break;
             }
         }
         st.reading = false;
         st.read_since_write = true;
         drop(st);
-        if requeued {
+        if kick_owed {
+            // No more data came: notify for the buffers given back.
             self.in_vq.lock().kick();
         }
         // Let a waiting reader go on.
@@ -655,12 +660,16 @@ impl Port {
 
     /// The host consumed data (interrupt context).
     ///
-    /// A writer checks whether the ring is full and goes to sleep under `state`; taking the
-    /// lock before waking orders this wake-up after any such check, so none is lost (a writer
-    /// could otherwise sleep for ever on a ring the host has already emptied).
+    /// A writer or poller checks whether the ring is full, and if so sets `tx_armed` and goes to
+    /// sleep, under `state`; reading `tx_armed` under the lock orders this wake-up after any
+    /// such check, so none is lost (a writer could otherwise sleep for ever on a ring the host
+    /// has already emptied). When nobody armed it, nobody waits for room: the interrupt was
+    /// left on for a response (see [`Port::write`]) and there is no one to wake.
     pub(crate) fn tx_interrupt(&self) {
-        drop(self.state.lock());
-        self.waitq.notify_all();
+        let armed = self.state.lock().tx_armed;
+        if armed {
+            self.waitq.notify_all();
+        }
     }
 
     /// The host end was opened or closed.

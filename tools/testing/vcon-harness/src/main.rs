@@ -573,7 +573,7 @@ fn cmd_bench(args: &[String]) -> Res<bool> {
     bench::run(&make_cfg, env.accel, icount, reps, &env.out.join("bench"))
 }
 
-/// `profile [c|rust] [hvc [raw]] [--size N] [--writes N] [--top N]`: instructions per write by
+/// `profile [c|rust] [hvc [raw] | ping] [--size N] [--writes N] [--top N]`: instructions per write by
 /// kernel function (see `profile.rs`); needs `VCON_TCG_PROFILE`, the plugin's path.
 fn cmd_profile(args: &[String]) -> Res<bool> {
     let opt = |name: &str, default: usize| -> Res<usize> {
@@ -596,6 +596,7 @@ fn cmd_profile(args: &[String]) -> Res<bool> {
         size: opt("--size", 4096)?,
         writes: opt("--writes", 4096)?,
         raw: args.iter().any(|a| a == "raw"),
+        ping: args.iter().any(|a| a == "ping"),
     };
     let top = opt("--top", 40)?;
     let plugin = std::env::var_os("VCON_TCG_PROFILE")

@@ -23,6 +23,8 @@ pub struct Workload {
     pub writes: usize,
     /// Put the terminal in raw mode first (for `/dev/hvc0`).
     pub raw: bool,
+    /// A 1-byte ping-pong instead of a stream (the host echoes; `size` is ignored).
+    pub ping: bool,
 }
 
 fn guest_script(w: &Workload, writes: usize) -> String {
@@ -31,12 +33,19 @@ fn guest_script(w: &Workload, writes: usize) -> String {
             "load_driver\nwait_for /dev/vport0p1\nwait_for /dev/hvc0\n",
             "for p in 0 1; do until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p$p; do sleep 0.1; done; done\n",
             "echo '@@BEGIN syms'; grep virtio_console /proc/modules; echo '@@END syms'\n",
-            "vcg bench-g2h work {node} {size} {total} {raw}\n",
+            "{work}\n",
         ),
-        raw = if w.raw { "raw" } else { "" },
-        node = w.node,
-        size = w.size,
-        total = w.size * writes,
+        work = if w.ping {
+            format!("vcg bench-ping work {} {writes}", w.node)
+        } else {
+            format!(
+                "vcg bench-g2h work {} {} {} {}",
+                w.node,
+                w.size,
+                w.size * writes,
+                if w.raw { "raw" } else { "" }
+            )
+        },
     )
 }
 
@@ -70,6 +79,21 @@ fn drain(mut s: std::os::unix::net::UnixStream) {
     });
 }
 
+fn echo(s: std::os::unix::net::UnixStream) {
+    std::thread::spawn(move || {
+        let Ok(mut w) = s.try_clone() else {
+            return;
+        };
+        let mut r = s;
+        let mut b = [0u8; 64];
+        while let Ok(n) = r.read(&mut b) {
+            if n == 0 || std::io::Write::write_all(&mut w, &b[..n]).is_err() {
+                break;
+            }
+        }
+    });
+}
+
 /// Instructions per block start address, and the user-space total.
 type Counts = (HashMap<u64, u64>, u64);
 
@@ -96,10 +120,14 @@ fn read_counts(p: &Path) -> Res<Counts> {
 }
 
 /// Boots once; returns the counts and the guest's module and `_text` symbol lines.
-fn boot(cfg: &VmConfig, out: &Path) -> Res<(Counts, Vec<String>)> {
+fn boot(cfg: &VmConfig, out: &Path, ping: bool) -> Res<(Counts, Vec<String>)> {
     let mut vm = Vm::start(cfg)?;
     vm.wait_line("@@BOOTED", |l| (l.trim() == "@@BOOTED").then_some(()))?;
-    drain(vm.connect("p1")?);
+    if ping {
+        echo(vm.connect("p1")?);
+    } else {
+        drain(vm.connect("p1")?);
+    }
     drain(vm.connect("con0")?);
     let syms = vm.block("syms")?;
     vm.result("work")?;
@@ -235,7 +263,7 @@ pub fn run(
             w.size,
             w.node
         );
-        runs.push(boot(&cfg, &out)?);
+        runs.push(boot(&cfg, &out, w.ping)?);
     }
     let ((small, user1), _) = &runs[0];
     let ((large, user2), syms) = &runs[1];
@@ -264,9 +292,15 @@ pub fn run(
     println!(
         "{}: {} bytes per write to {}{}: guest kernel instructions per write {:.0}, user {:.0}",
         driver.name(),
-        w.size,
+        if w.ping { 1 } else { w.size },
         w.node,
-        if w.raw { " (raw)" } else { "" },
+        if w.ping {
+            " (ping-pong, per round trip)"
+        } else if w.raw {
+            " (raw)"
+        } else {
+            ""
+        },
         total as f64 / n,
         (*user2 as f64 - *user1 as f64) / n
     );
