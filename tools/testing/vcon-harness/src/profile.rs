@@ -130,7 +130,8 @@ fn boot(cfg: &VmConfig, out: &Path, ping: bool) -> Res<(Counts, Vec<String>)> {
     }
     drain(vm.connect("con0")?);
     let syms = vm.block("syms")?;
-    vm.result("work")?;
+    let r = vm.result("work")?;
+    eprintln!("  guest: {}", r.trim());
     vm.finish()?;
     Ok((read_counts(out)?, syms))
 }
