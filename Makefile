@@ -5,6 +5,7 @@
 # make test-debug  the same tests on the debug kernel (CI runs both)
 # make build  set-up, kernel, modules and the test harness only
 # make bench  the C driver against the Rust driver: table, out/bench/bench.csv and .svg
+# make profile  guest kernel instructions per write by function (QEMU TCG plugin, icount)
 # make check  rustfmt, clippy, checkpatch and the no-unsafe rule on the project's code
 
 export VCON_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/virtio-console-rs

@@ -147,7 +147,10 @@ fn run_once(cfg: &VmConfig) -> Res<Sample> {
             cpu / hz * 1000.0 / (bytes / 1048576.0),
         );
     }
-    let (_, med, p99) = parse3(&vm.result("ping")?)?;
+    let (count, med, p99) = parse3(&vm.result("ping")?)?;
+    if count as usize != PINGS {
+        return Err(format!("ping: {count} round trips instead of {PINGS}"));
+    }
     out.insert("ping_median_us".into(), med / 1000.0);
     out.insert("ping_p99_us".into(), p99 / 1000.0);
     let (bytes, ns, _) = parse3(&vm.result("hvc")?)?;

@@ -432,9 +432,11 @@ fn main() {
             with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
                 let mut lat = Vec::with_capacity(n);
                 let mut b = [0u8; 1];
-                for _ in 0..n {
+                let mut err = None;
+                'pings: for _ in 0..n {
                     let t0 = std::time::Instant::now();
-                    if sys_write(fd, b"p").is_err() {
+                    if let Err(e) = sys_write(fd, b"p") {
+                        err = Some(("write", e));
                         break;
                     }
                     loop {
@@ -442,10 +444,21 @@ fn main() {
                             Ok(1) => break,
                             Ok(_) => {}
                             Err(e) if e == libc_consts::EINTR => {}
-                            Err(_) => break,
+                            Err(e) => {
+                                err = Some(("read", e));
+                                break 'pings;
+                            }
                         }
                     }
                     lat.push(t0.elapsed().as_nanos());
+                }
+                if let Some((op, e)) = err {
+                    println!(
+                        "@@ {tag} err {op} {} after {} pings",
+                        errno_name(e),
+                        lat.len()
+                    );
+                    return;
                 }
                 lat.sort_unstable();
                 let med = lat.get(lat.len() / 2).copied().unwrap_or(0);
