@@ -33,8 +33,8 @@ pub(crate) const CONSOLE_TRIES: u32 = 100_000;
 /// How many consumed transmit buffers a port keeps for reuse (see [`crate::tx_pool`]).
 pub(crate) const TX_POOL: usize = 16;
 
-/// How many bytes of consumed transmit buffers a port keeps for reuse, beyond the first
-/// buffer: one largest write.
+/// How many bytes of consumed transmit buffers a port keeps for reuse: one largest write (one
+/// buffer is kept whatever its size, see [`crate::tx_pool::Pool`]).
 pub(crate) const TX_POOL_BYTES: usize = MAX_WRITE;
 
 impl PoolItem for KBox<Buffer> {
@@ -143,6 +143,12 @@ pub(crate) struct PortState {
     inbuf: Option<(KBox<Buffer>, usize)>,
     /// A reader has taken `inbuf` out to copy it to user space; other readers wait.
     reading: bool,
+    /// Readers asleep in [`Port::read`], waiting for data or for `reading` to end.
+    readers_asleep: u32,
+    /// A non-blocking reader got `EAGAIN` only because another reader had `reading` set.
+    reader_refused: bool,
+    /// Writers asleep in [`Port::write`], waiting for the host or for room (for the tests).
+    writers_asleep: u32,
     /// A file (or the console) has the port open.
     pub(crate) guest_connected: bool,
     /// The host end is open.
@@ -182,6 +188,21 @@ impl PortState {
     /// The bytes those buffers hold (for the tests).
     pub(crate) fn tx_pool_bytes(&self) -> usize {
         self.tx_pool.bytes()
+    }
+
+    /// How many readers are asleep in [`Port::read`] (for the tests).
+    pub(crate) fn readers_asleep(&self) -> u32 {
+        self.readers_asleep
+    }
+
+    /// How many writers are asleep in [`Port::write`] (for the tests).
+    pub(crate) fn writers_asleep(&self) -> u32 {
+        self.writers_asleep
+    }
+
+    /// Whether a writer or poller armed the transmit interrupt (for the tests).
+    pub(crate) fn tx_armed(&self) -> bool {
+        self.tx_armed
     }
 }
 
@@ -231,6 +252,9 @@ impl Port {
                 state <- new_spinlock_irq!(PortState {
                     inbuf: None,
                     reading: false,
+                    readers_asleep: 0,
+                    reader_refused: false,
+                    writers_asleep: 0,
                     guest_connected: false,
                     host_connected: false,
                     outvq_full: false,
@@ -348,6 +372,7 @@ impl Port {
         let mut q = self.out_vq.lock();
         if Self::take_consumed_tx(st, &mut q) {
             st.outvq_full = false;
+            self.wake_armed(st);
         }
     }
 
@@ -363,6 +388,15 @@ impl Port {
         any
     }
 
+    /// Wakes the writers and pollers that armed the transmit interrupt, after room was made
+    /// without it: whoever took the consumed buffers back first (a poller, another writer, the
+    /// console) leaves the interrupt nothing to report, so it would not wake them.
+    fn wake_armed(&self, st: &mut PortState) {
+        if core::mem::take(&mut st.tx_armed) {
+            self.waitq.notify_all();
+        }
+    }
+
     /// Takes back the transmit buffers the host has consumed; if the ring is still full, turns
     /// the transmit interrupt on, so whoever waits for room is woken as soon as the host has
     /// consumed a buffer (as in the C driver, whose interrupt is always on).
@@ -374,6 +408,7 @@ impl Port {
         loop {
             if Self::take_consumed_tx(st, &mut q) {
                 st.outvq_full = false;
+                self.wake_armed(st);
             }
             if !st.outvq_full {
                 return;
@@ -411,9 +446,11 @@ impl Port {
             if st.reading {
                 // Another reader is copying; wait for it like for data.
                 if nonblock {
+                    // It wakes the queue when it is done, for this reader's poll.
+                    st.reader_refused = true;
                     return Err(EAGAIN);
                 }
-                if self.waitq.wait_interruptible_freezable(st) {
+                if self.sleep(st) {
                     return Err(ERESTARTSYS);
                 }
                 continue;
@@ -427,10 +464,19 @@ impl Port {
             if nonblock {
                 return Err(EAGAIN);
             }
-            if self.waitq.wait_interruptible_freezable(st) {
+            if self.sleep(st) {
                 return Err(ERESTARTSYS);
             }
         }
+    }
+
+    /// Sleeps on `waitq` as a reader, counted in `readers_asleep`; returns whether a signal is
+    /// pending.
+    fn sleep(&self, st: &mut SpinLockIrqGuard<'_, PortState>) -> bool {
+        st.readers_asleep += 1;
+        let signal = self.waitq.wait_interruptible_freezable(st);
+        st.readers_asleep -= 1;
+        signal
     }
 
     /// Reads up to `want` bytes with `copy`, which copies to user space (it may sleep) and
@@ -487,13 +533,20 @@ impl Port {
         }
         st.reading = false;
         st.read_since_write = true;
+        // Wake the queue if anyone may be waiting for this read to end: another reader (asleep,
+        // or refused while non-blocking), or, when data is left, a reader or poller that slept
+        // before it came (its interrupt may have found nothing left to report, as this reader
+        // had taken the buffer already). A lone reader that took everything wakes nobody.
+        let wake =
+            st.readers_asleep > 0 || core::mem::take(&mut st.reader_refused) || st.inbuf.is_some();
         drop(st);
         if kick_owed {
             // No more data came: notify for the buffers given back.
             self.in_vq.lock().kick();
         }
-        // Let a waiting reader go on.
-        self.waitq.notify_all();
+        if wake {
+            self.waitq.notify_all();
+        }
         if total == 0 {
             return Err(EFAULT);
         }
@@ -513,7 +566,10 @@ impl Port {
             if nonblock {
                 return Err(EAGAIN);
             }
-            if self.waitq.wait_interruptible_freezable(&mut st) {
+            st.writers_asleep += 1;
+            let signal = self.waitq.wait_interruptible_freezable(&mut st);
+            st.writers_asleep -= 1;
+            if signal {
                 return Err(ERESTARTSYS);
             }
         }
@@ -747,7 +803,10 @@ impl Port {
         // No transmit interrupt: consumed buffers are taken back here, on the next call, and
         // hvc retries by itself when the ring is full.
         q.disable_cb();
-        Self::take_consumed_tx(&mut st, &mut q);
+        if Self::take_consumed_tx(&mut st, &mut q) {
+            // A writer may wait for room (the port was open before it became a console).
+            self.wake_armed(&mut st);
+        }
         let buf = match st.tx_pool.take() {
             Some(mut buf) if buf.capacity() >= data.len() => {
                 buf.refill_from_slice(data);

@@ -18,6 +18,7 @@ use kernel::{
     chrdev::poll_mask,
     device_class::Attribute,
     sync::SpinLock,
+    time::delay::fsleep,
     virtio::test_device::{Taken, TestDevice},
 };
 
@@ -796,6 +797,71 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_waiting_behind_another_is_woken_when_that_read_ends() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        h.to_port(1, b"first", 5)?;
+        h.to_port(1, b"second", 6)?;
+        // What the second reader got: its result, once it is done.
+        let got: Arc<SpinLock<Option<Result<KVec<u8>>>>> =
+            Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let mut spawned = Ok(());
+        let mut saw_waiter = false;
+        let mut first = KVec::new();
+        // The first reader starts the second one while it copies, i.e. while `reading` is set,
+        // and lets it go to sleep behind it before it finishes.
+        let n = port.read(false, 5, |d| {
+            let (p, g) = (port.clone(), got.clone());
+            spawned = workqueue::system().try_spawn(GFP_KERNEL, move || {
+                let mut out = KVec::new();
+                let r = p
+                    .read(false, 16, |d| match out.extend_from_slice(d, GFP_KERNEL) {
+                        Ok(()) => d.len(),
+                        Err(_) => 0,
+                    })
+                    .map(|_| out);
+                *g.lock() = Some(r);
+            });
+            for _ in 0..2000 {
+                if spawned.is_err() || port.state.lock().readers_asleep() > 0 {
+                    saw_waiter = spawned.is_ok();
+                    break;
+                }
+                fsleep(Delta::from_millis(1));
+            }
+            match first.extend_from_slice(&d[..5], GFP_KERNEL) {
+                Ok(()) => 5,
+                Err(_) => 0,
+            }
+        });
+        spawned?;
+        assert_eq!(n, Ok(5));
+        assert_eq!(&first[..], b"first");
+        assert!(saw_waiter);
+        // The end of the first read wakes the second reader, which gets the next buffer.
+        let wait_for_second = || {
+            for _ in 0..2000 {
+                if let Some(r) = got.lock().take() {
+                    return Some(r);
+                }
+                fsleep(Delta::from_millis(1));
+            }
+            None
+        };
+        let mut second = wait_for_second();
+        if second.is_none() {
+            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
+            port.unplug();
+            let _ = wait_for_second();
+        }
+        let second = second.take().ok_or(ETIMEDOUT)??;
+        assert_eq!(&second[..], b"second");
+        assert_eq!(port.state.lock().readers_asleep(), 0);
+        port.release();
+        Ok(())
+    }
+
+    #[test]
     fn a_port_keeps_some_consumed_buffers_for_the_next_writes() -> Result {
         let h = Host::new(F_MULTIPORT, 3)?;
         let port = h.open_port(1)?;
@@ -854,6 +920,65 @@ mod tests {
         assert_eq!(port.state.lock().tx_pool_bytes(), TX_POOL_BYTES);
         port.release();
         assert_eq!(pool(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_writer_waiting_for_room_is_woken_when_a_poll_takes_the_room_back() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        let write = |p: &Port, nonblock: bool| {
+            p.write(1, nonblock, |max, _| {
+                Buffer::from_slice(&b"w"[..max], GFP_KERNEL)
+            })
+        };
+        // Fill the ring: QSIZE single-descriptor writes, then the ring is full.
+        for _ in 0..QSIZE {
+            assert_eq!(write(&port, true), Ok(1));
+        }
+        assert_eq!(write(&port, true), Err(EAGAIN));
+        // A blocking writer arms the transmit interrupt and goes to sleep.
+        let done: Arc<SpinLock<Option<Result<usize>>>> =
+            Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let (p, d) = (port.clone(), done.clone());
+        workqueue::system().try_spawn(GFP_KERNEL, move || {
+            let r = write(&p, false);
+            *d.lock() = Some(r);
+        })?;
+        let wait_for = |what: &dyn Fn() -> bool| {
+            for _ in 0..2000 {
+                if what() {
+                    return true;
+                }
+                fsleep(Delta::from_millis(1));
+            }
+            false
+        };
+        assert!(wait_for(&|| {
+            let st = port.state.lock();
+            st.writers_asleep() == 1 && st.tx_armed()
+        }));
+        // The host consumes everything, and before its interrupt is handled a poll takes the
+        // buffers back: the interrupt then finds nothing to report. The poll must wake the
+        // writer itself.
+        let (_, tx) = control::port_queues(1);
+        let mut out = KVec::new();
+        let taken = h.take_port_output(1, &mut out);
+        assert_eq!(taken.len(), QSIZE as usize);
+        for t in taken.iter() {
+            h.dev().complete(tx, t.head, 0)?;
+        }
+        assert_ne!(port.poll_mask() & poll_mask::OUT, 0);
+        let woken = wait_for(&|| done.lock().is_some());
+        if !woken {
+            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
+            port.unplug();
+            let _ = wait_for(&|| done.lock().is_some());
+        }
+        assert!(woken);
+        assert_eq!(done.lock().take(), Some(Ok(1)));
+        assert!(!port.state.lock().tx_armed());
+        port.release();
         Ok(())
     }
 
