@@ -5,9 +5,32 @@
 //! C header: [`include/linux/workqueue.h`](srctree/include/linux/workqueue.h)
 //!
 //! Extends [`Work`] with `cancel_work_sync()` and `flush_work()`, which drivers need on
-//! teardown to be sure no work item of theirs still runs (or runs module code after unload).
+//! teardown to be sure no work item of theirs still runs (or runs module code after unload),
+//! and gives the per-CPU system queue under its new name.
 
-use crate::{bindings, workqueue::Work};
+use crate::{
+    bindings,
+    workqueue::{Queue, Work},
+};
+
+/// Returns the per-CPU system work queue (`system_percpu_wq`).
+///
+/// It is the one `schedule_work()` uses, and what [`crate::workqueue::system`] (`system_wq`)
+/// was before that name was deprecated: queueing on `system_wq` logs a warning once per boot.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::workqueue_sync::system_percpu;
+///
+/// system_percpu().try_spawn(GFP_KERNEL, || pr_info!("ran on system_percpu_wq\n"))?;
+/// # Ok::<(), Error>(())
+/// ```
+pub fn system_percpu() -> &'static Queue {
+    // SAFETY: `system_percpu_wq` is a C global, set up before any module or initcall that could
+    // call this, and never freed.
+    unsafe { Queue::from_raw(bindings::system_percpu_wq) }
+}
 
 impl<T: ?Sized, const ID: u64> Work<T, ID> {
     /// Cancels the work item if it is pending and waits for a running instance to finish.

@@ -25,7 +25,8 @@ use kernel::{
     time::{delay::udelay, Delta},
     uapi,
     virtio::{self, Buffer, Virtqueue, VirtqueueInfo},
-    workqueue::{self, Work, WorkItem},
+    workqueue::{Work, WorkItem},
+    workqueue_sync::system_percpu,
 };
 
 /// `offset_of!(struct virtio_console_config, cols/rows/max_nr_ports)`.
@@ -342,7 +343,7 @@ impl PortsDevice {
             None => {
                 if index == 2 {
                     self.take_control_messages();
-                    let _ = workqueue::system().enqueue::<Arc<Self>, 0>(self.clone());
+                    let _ = system_percpu().enqueue::<Arc<Self>, 0>(self.clone());
                 }
             }
             Some((id, rx)) => {
@@ -367,7 +368,7 @@ impl PortsDevice {
     /// A config change (hard IRQ context): only single-port devices care, for the size.
     pub(crate) fn config_changed(self: &Arc<Self>) {
         if !self.multiport {
-            let _ = workqueue::system().enqueue::<Arc<Self>, 1>(self.clone());
+            let _ = system_percpu().enqueue::<Arc<Self>, 1>(self.clone());
         }
     }
 

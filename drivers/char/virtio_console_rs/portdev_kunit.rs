@@ -812,7 +812,7 @@ mod tests {
         // and lets it go to sleep behind it before it finishes.
         let n = port.read(false, 5, |d| {
             let (p, g) = (port.clone(), got.clone());
-            spawned = workqueue::system().try_spawn(GFP_KERNEL, move || {
+            spawned = system_percpu().try_spawn(GFP_KERNEL, move || {
                 let mut out = KVec::new();
                 let r = p
                     .read(false, 16, |d| match out.extend_from_slice(d, GFP_KERNEL) {
@@ -941,7 +941,7 @@ mod tests {
         let done: Arc<SpinLock<Option<Result<usize>>>> =
             Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
         let (p, d) = (port.clone(), done.clone());
-        workqueue::system().try_spawn(GFP_KERNEL, move || {
+        system_percpu().try_spawn(GFP_KERNEL, move || {
             let r = write(&p, false);
             *d.lock() = Some(r);
         })?;
