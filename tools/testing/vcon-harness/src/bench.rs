@@ -83,7 +83,8 @@ fn qemu_args() -> Vec<String> {
     q
 }
 
-fn drain(mut s: std::os::unix::net::UnixStream) {
+/// Reads and drops everything the guest sends on `s`, in a thread of its own.
+pub fn drain(mut s: std::os::unix::net::UnixStream) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 16];
         while let Ok(n) = s.read(&mut buf) {

@@ -554,23 +554,27 @@ fn cmd_bench(args: &[String]) -> Res<bool> {
     if icount && env.accel != Accel::Tcg {
         return Err("--icount needs TCG (VCON_ACCEL=tcg)".into());
     }
-    let make_cfg = |d: Driver, script: String| -> VmConfig {
-        let extra =
-            scenario_initrd(&env.out, &format!("bench-{}", d.name()), &script).unwrap_or_default();
-        VmConfig {
-            kernel: env.out.join("bzImage"),
-            initrds: vec![env.base_initrd.clone(), extra],
-            cmdline: with_extra_cmdline(
-                &env,
-                vec![format!("vcon_driver={}", d.name()), "kunit.enable=0".into()],
-            ),
-            qemu_args: vec![],
-            accel: env.accel,
-            timeout: Duration::from_secs(900),
-            mem: 512,
-        }
-    };
+    let make_cfg = |d: Driver, script: String| workload_vm(&env, "bench", d, &script);
     bench::run(&make_cfg, env.accel, icount, reps, &env.out.join("bench"))
+}
+
+/// The guest `make bench` and `make profile` boot: driver `d`, no KUnit, `script` in an initrd
+/// named after `what` and the driver; the caller adds its QEMU arguments.
+fn workload_vm(env: &Env, what: &str, d: Driver, script: &str) -> VmConfig {
+    let extra =
+        scenario_initrd(&env.out, &format!("{what}-{}", d.name()), script).unwrap_or_default();
+    VmConfig {
+        kernel: env.out.join("bzImage"),
+        initrds: vec![env.base_initrd.clone(), extra],
+        cmdline: with_extra_cmdline(
+            env,
+            vec![format!("vcon_driver={}", d.name()), "kunit.enable=0".into()],
+        ),
+        qemu_args: vec![],
+        accel: env.accel,
+        timeout: Duration::from_secs(900),
+        mem: 512,
+    }
 }
 
 /// `profile [c|rust] [hvc [raw] | ping] [--size N] [--writes N] [--top N]`: instructions per write by
@@ -606,22 +610,7 @@ fn cmd_profile(args: &[String]) -> Res<bool> {
     if env.accel != Accel::Tcg {
         return Err("profiling needs TCG (VCON_ACCEL=tcg)".into());
     }
-    let make_cfg = |d: Driver, script: String| -> VmConfig {
-        let extra = scenario_initrd(&env.out, &format!("profile-{}", d.name()), &script)
-            .unwrap_or_default();
-        VmConfig {
-            kernel: env.out.join("bzImage"),
-            initrds: vec![env.base_initrd.clone(), extra],
-            cmdline: with_extra_cmdline(
-                &env,
-                vec![format!("vcon_driver={}", d.name()), "kunit.enable=0".into()],
-            ),
-            qemu_args: vec![],
-            accel: env.accel,
-            timeout: Duration::from_secs(900),
-            mem: 512,
-        }
-    };
+    let make_cfg = |d: Driver, script: String| workload_vm(&env, "profile", d, &script);
     profile::run(
         &make_cfg,
         driver,

@@ -7,6 +7,7 @@
 //! by N and attributed to the kernel function (from `System.map`, and for modules from the
 //! guest's `/proc/kallsyms`) each block starts in.
 
+use crate::bench::drain;
 use crate::scenarios::Driver;
 use crate::vm::{Res, Vm, VmConfig};
 use std::collections::{BTreeMap, HashMap};
@@ -66,17 +67,6 @@ fn qemu_args(plugin: &Path, out: &Path) -> Vec<String> {
         "-plugin".into(),
         format!("{},arg=out={}", plugin.display(), out.display()),
     ]
-}
-
-fn drain(mut s: std::os::unix::net::UnixStream) {
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 1 << 16];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-        }
-    });
 }
 
 fn echo(s: std::os::unix::net::UnixStream) {
