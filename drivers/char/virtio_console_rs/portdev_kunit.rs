@@ -265,6 +265,29 @@ fn name_of(port: &Port) -> Option<KVec<u8>> {
     Some(v)
 }
 
+/// Writes `data` to `port` without blocking, as `file.rs` does with user memory: into the
+/// consumed buffer the port hands back if it is large enough, else into a new one.
+fn write_reusing(port: &Port, data: &[u8]) -> Result<usize> {
+    port.write(data.len(), true, |max, spare| match spare {
+        Some(mut buf) if buf.capacity() >= max => {
+            buf.refill_from_slice(&data[..max]);
+            Ok(buf)
+        }
+        _ => Buffer::from_slice(&data[..max], GFP_KERNEL),
+    })
+}
+
+/// Polls `cond` every millisecond for up to two seconds; returns whether it became true.
+fn eventually(cond: impl Fn() -> bool) -> bool {
+    for _ in 0..2000 {
+        if cond() {
+            return true;
+        }
+        fsleep(Delta::from_millis(1));
+    }
+    cond()
+}
+
 /// A small, seeded generator (xorshift64*), so a failing sequence can be replayed.
 struct Rng(u64);
 
@@ -699,16 +722,7 @@ mod tests {
     fn consumed_transmit_buffers_are_reused_with_the_right_length() -> Result {
         let h = Host::new(F_MULTIPORT, 3)?;
         let port = h.open_port(1)?;
-        // What file.rs does with user memory, with a slice.
-        let write = |data: &[u8]| {
-            port.write(data.len(), true, |max, spare| match spare {
-                Some(mut buf) if buf.capacity() >= max => {
-                    buf.refill_from_slice(&data[..max]);
-                    Ok(buf)
-                }
-                _ => Buffer::from_slice(&data[..max], GFP_KERNEL),
-            })
-        };
+        let write = |data: &[u8]| write_reusing(&port, data);
         let (_, tx) = control::port_queues(1);
         let mut out = KVec::new();
         // A write takes back the buffers the host consumed after it has filled its own, so
@@ -822,13 +836,7 @@ mod tests {
                     .map(|_| out);
                 *g.lock() = Some(r);
             });
-            for _ in 0..2000 {
-                if spawned.is_err() || port.state.lock().readers_asleep() > 0 {
-                    saw_waiter = spawned.is_ok();
-                    break;
-                }
-                fsleep(Delta::from_millis(1));
-            }
+            saw_waiter = spawned.is_ok() && eventually(|| port.state.lock().readers_asleep() > 0);
             match first.extend_from_slice(&d[..5], GFP_KERNEL) {
                 Ok(()) => 5,
                 Err(_) => 0,
@@ -839,22 +847,14 @@ mod tests {
         assert_eq!(&first[..], b"first");
         assert!(saw_waiter);
         // The end of the first read wakes the second reader, which gets the next buffer.
-        let wait_for_second = || {
-            for _ in 0..2000 {
-                if let Some(r) = got.lock().take() {
-                    return Some(r);
-                }
-                fsleep(Delta::from_millis(1));
-            }
-            None
-        };
-        let mut second = wait_for_second();
-        if second.is_none() {
+        let woken = eventually(|| got.lock().is_some());
+        if !woken {
             // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
             port.unplug();
-            let _ = wait_for_second();
+            let _ = eventually(|| got.lock().is_some());
         }
-        let second = second.take().ok_or(ETIMEDOUT)??;
+        assert!(woken);
+        let second = got.lock().take().ok_or(ETIMEDOUT)??;
         assert_eq!(&second[..], b"second");
         assert_eq!(port.state.lock().readers_asleep(), 0);
         port.release();
@@ -865,15 +865,7 @@ mod tests {
     fn a_port_keeps_some_consumed_buffers_for_the_next_writes() -> Result {
         let h = Host::new(F_MULTIPORT, 3)?;
         let port = h.open_port(1)?;
-        let write = |data: &[u8]| {
-            port.write(data.len(), true, |max, spare| match spare {
-                Some(mut buf) if buf.capacity() >= max => {
-                    buf.refill_from_slice(&data[..max]);
-                    Ok(buf)
-                }
-                _ => Buffer::from_slice(&data[..max], GFP_KERNEL),
-            })
-        };
+        let write = |data: &[u8]| write_reusing(&port, data);
         let pool = || port.state.lock().tx_pool_len();
         let (_, tx) = control::port_queues(1);
         let mut out = KVec::new();
@@ -945,16 +937,7 @@ mod tests {
             let r = write(&p, false);
             *d.lock() = Some(r);
         })?;
-        let wait_for = |what: &dyn Fn() -> bool| {
-            for _ in 0..2000 {
-                if what() {
-                    return true;
-                }
-                fsleep(Delta::from_millis(1));
-            }
-            false
-        };
-        assert!(wait_for(&|| {
+        assert!(eventually(|| {
             let st = port.state.lock();
             st.writers_asleep() == 1 && st.tx_armed()
         }));
@@ -969,11 +952,11 @@ mod tests {
             h.dev().complete(tx, t.head, 0)?;
         }
         assert_ne!(port.poll_mask() & poll_mask::OUT, 0);
-        let woken = wait_for(&|| done.lock().is_some());
+        let woken = eventually(|| done.lock().is_some());
         if !woken {
             // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
             port.unplug();
-            let _ = wait_for(&|| done.lock().is_some());
+            let _ = eventually(|| done.lock().is_some());
         }
         assert!(woken);
         assert_eq!(done.lock().take(), Some(Ok(1)));
