@@ -288,6 +288,51 @@ fn eventually(cond: impl Fn() -> bool) -> bool {
     cond()
 }
 
+/// A closure run once on the system work queue, for cases that need a second thread.
+///
+/// `Queue::try_spawn` would do, but its work items share one lockdep key between `vmlinux` and
+/// this module under two copies of the same name, which lockdep reports as a bug.
+#[pin_data]
+struct Job<F: Task> {
+    #[pin]
+    work: Work<Job<F>>,
+    /// Taken by the work item when it runs. Process context.
+    #[pin]
+    f: SpinLock<Option<F>>,
+}
+
+/// What [`spawn`] runs.
+trait Task: FnOnce() + Send + Unpin + 'static {}
+
+impl<F: FnOnce() + Send + Unpin + 'static> Task for F {}
+
+impl_has_work! {
+    impl{F: Task} HasWork<Self> for Job<F> { self.work }
+}
+
+impl<F: Task> WorkItem for Job<F> {
+    type Pointer = Arc<Job<F>>;
+
+    fn run(this: Arc<Self>) {
+        let f = this.f.lock().take();
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+/// Runs `f` on the system work queue.
+fn spawn<F: Task>(f: F) -> Result {
+    let job = Arc::pin_init(
+        pin_init!(Job {
+            work <- new_work!("virtio_console_rs::kunit::Job::work"),
+            f <- kernel::new_spinlock!(Some(f)),
+        }),
+        GFP_KERNEL,
+    )?;
+    system_percpu().enqueue(job).map_err(|_| EBUSY)
+}
+
 /// A small, seeded generator (xorshift64*), so a failing sequence can be replayed.
 struct Rng(u64);
 
@@ -826,7 +871,7 @@ mod tests {
         // and lets it go to sleep behind it before it finishes.
         let n = port.read(false, 5, |d| {
             let (p, g) = (port.clone(), got.clone());
-            spawned = system_percpu().try_spawn(GFP_KERNEL, move || {
+            spawned = spawn(move || {
                 let mut out = KVec::new();
                 let r = p
                     .read(false, 16, |d| match out.extend_from_slice(d, GFP_KERNEL) {
@@ -933,7 +978,7 @@ mod tests {
         let done: Arc<SpinLock<Option<Result<usize>>>> =
             Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
         let (p, d) = (port.clone(), done.clone());
-        system_percpu().try_spawn(GFP_KERNEL, move || {
+        spawn(move || {
             let r = write(&p, false);
             *d.lock() = Some(r);
         })?;
