@@ -370,31 +370,28 @@ impl Port {
             return;
         }
         let mut q = self.out_vq.lock();
-        if Self::take_consumed_tx(st, &mut q) {
+        if self.take_consumed_tx(st, &mut q) {
             st.outvq_full = false;
-            self.wake_armed(st);
         }
     }
 
     /// Takes back every transmit buffer the host has consumed, keeping some of them for reuse
     /// (see [`PortState::tx_pool`]) and freeing the others. Returns whether there was any.
-    fn take_consumed_tx(st: &mut PortState, q: &mut VirtqueueGuard<'_>) -> bool {
+    ///
+    /// If there was, wakes the writers and pollers that armed the transmit interrupt: whoever
+    /// takes the consumed buffers back first (a poller, another writer, the console) leaves the
+    /// interrupt nothing to report, so it would not wake them.
+    fn take_consumed_tx(&self, st: &mut PortState, q: &mut VirtqueueGuard<'_>) -> bool {
         let mut any = false;
         while let Some(buf) = q.get_buf() {
             any = true;
             // A full pool gives the buffer back, and it is freed here.
             let _ = st.tx_pool.put(buf);
         }
-        any
-    }
-
-    /// Wakes the writers and pollers that armed the transmit interrupt, after room was made
-    /// without it: whoever took the consumed buffers back first (a poller, another writer, the
-    /// console) leaves the interrupt nothing to report, so it would not wake them.
-    fn wake_armed(&self, st: &mut PortState) {
-        if core::mem::take(&mut st.tx_armed) {
+        if any && core::mem::take(&mut st.tx_armed) {
             self.waitq.notify_all();
         }
+        any
     }
 
     /// Takes back the transmit buffers the host has consumed; if the ring is still full, turns
@@ -406,9 +403,8 @@ impl Port {
         }
         let mut q = self.out_vq.lock();
         loop {
-            if Self::take_consumed_tx(st, &mut q) {
+            if self.take_consumed_tx(st, &mut q) {
                 st.outvq_full = false;
-                self.wake_armed(st);
             }
             if !st.outvq_full {
                 return;
@@ -607,7 +603,7 @@ impl Port {
         let mut q = self.out_vq.lock();
         let waiters = core::mem::take(&mut st.tx_armed);
         // Take back what the host has consumed (the C driver frees it in `__send_to_port`).
-        Self::take_consumed_tx(&mut st, &mut q);
+        self.take_consumed_tx(&mut st, &mut q);
         let caught_up = q.num_free() == self.out_vq.size();
         let after_read = core::mem::take(&mut st.read_since_write);
         if caught_up && after_read {
@@ -803,10 +799,7 @@ impl Port {
         // No transmit interrupt: consumed buffers are taken back here, on the next call, and
         // hvc retries by itself when the ring is full.
         q.disable_cb();
-        if Self::take_consumed_tx(&mut st, &mut q) {
-            // A writer may wait for room (the port was open before it became a console).
-            self.wake_armed(&mut st);
-        }
+        self.take_consumed_tx(&mut st, &mut q);
         let buf = match st.tx_pool.take() {
             Some(mut buf) if buf.capacity() >= data.len() => {
                 buf.refill_from_slice(data);
