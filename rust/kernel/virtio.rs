@@ -33,16 +33,17 @@ use crate::{
     prelude::*,
     str::CStr,
     sync::aref::{ARef, AlwaysRefCounted},
+    sync::atomic::{Acquire, Atomic, Relaxed, Release},
     sync::{new_mutex, new_spinlock_irq, Arc, Mutex, SpinLockIrq},
     types::Opaque,
     ThisModule,
 };
-use core::{marker::PhantomData, ptr::NonNull};
+use core::{marker::PhantomData, mem::ManuallyDrop, ptr::NonNull};
 
 #[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
 pub mod test_device;
 mod virtqueue;
-pub use virtqueue::{Buffer, Virtqueue, VirtqueueGuard};
+pub use virtqueue::{Buffer, NestedBackend, Virtqueue, VirtqueueGuard};
 
 /// The virtio device ID of a console (`VIRTIO_ID_CONSOLE`).
 pub const ID_CONSOLE: u32 = bindings::VIRTIO_ID_CONSOLE;
@@ -529,29 +530,100 @@ struct Pending {
 }
 
 /// The bound state of one device for driver `T`.
+///
+/// # Invariants
+///
+/// `data` is null or a pointer from [`Arc::into_raw`] whose reference the state owns. It turns
+/// non-null once, when `probe` has succeeded, and null once, when `remove` begins; the reference
+/// is given back only after the device has been reset, which waits for callbacks in flight.
 #[pin_data]
 #[repr(C)]
 struct BoundState<T: Driver> {
     #[pin]
     common: DeviceState,
-    /// The driver data, published once `probe` has succeeded and taken back in `remove`.
-    /// Touched from interrupt context (the callbacks) and process context.
+    /// The published driver data. Stored in process context (probe and remove) with `pending`
+    /// held; loaded without a lock by the callbacks, in interrupt context, so that the hot path
+    /// of an interrupt takes no lock and touches no reference count.
+    data: Atomic<*const T::Data>,
+    /// Interrupts seen while `data` was null. Touched from interrupt context (the callbacks) and
+    /// process context (probe, when it publishes `data`).
     #[pin]
-    data: SpinLockIrq<(Option<Arc<T::Data>>, Pending)>,
+    pending: SpinLockIrq<Pending>,
 }
 
 impl<T: Driver> BoundState<T> {
-    /// Returns the published driver data, or, while `probe` runs, records the interrupt with
-    /// `record` so that it is replayed once the data is published.
-    fn data_or_record(&self, record: impl FnOnce(&mut Pending)) -> Option<Arc<T::Data>> {
-        let mut guard = self.data.lock();
-        match &guard.0 {
-            Some(d) => Some(d.clone()),
-            None => {
-                record(&mut guard.1);
-                None
+    /// Calls `f` with the published driver data or, while `probe` runs, records the interrupt
+    /// with `record` so that it is replayed once the data is published.
+    ///
+    /// Called from the callbacks only (interrupt context, between `find_vqs` and the reset in
+    /// `remove`, or the config callback while it is enabled).
+    fn with_data(&self, record: impl FnOnce(&mut Pending), f: impl FnOnce(&Arc<T::Data>)) {
+        let mut ptr = self.data.load(Acquire);
+        if ptr.is_null() {
+            let mut pending = self.pending.lock();
+            // `probe` publishes with `pending` held: either it has done so by now, or it will
+            // find this record when it does.
+            ptr = self.data.load(Relaxed);
+            if ptr.is_null() {
+                record(&mut pending);
+                return;
             }
         }
+        // SAFETY: By the type invariant a non-null `data` came from `Arc::into_raw`, and the
+        // reference it stands for is given back only after a reset that waits for this
+        // callback to return. `ManuallyDrop` keeps this borrowed copy from dropping it.
+        let data = ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
+        f(&data);
+    }
+
+    /// Publishes `data` and returns the interrupts recorded before.
+    fn publish(&self, data: Arc<T::Data>) -> Pending {
+        let mut pending = self.pending.lock();
+        self.data.store(Arc::into_raw(data), Release);
+        core::mem::replace(
+            &mut pending,
+            Pending {
+                vqs: 0,
+                config: false,
+            },
+        )
+    }
+
+    /// Unpublishes the driver data and returns the reference to it.
+    ///
+    /// # Safety
+    ///
+    /// The caller must not drop the returned reference before the device has been reset, as
+    /// callbacks in flight may still use the data.
+    unsafe fn unpublish(&self) -> Option<Arc<T::Data>> {
+        let ptr = {
+            let _pending = self.pending.lock();
+            let ptr = self.data.load(Relaxed);
+            self.data.store(core::ptr::null(), Relaxed);
+            ptr
+        };
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: By the type invariant `ptr` came from `Arc::into_raw` and its reference
+        // belonged to the state, which has now given it up; the caller keeps it alive for the
+        // callbacks in flight.
+        Some(unsafe { Arc::from_raw(ptr) })
+    }
+
+    /// A new reference to the published driver data, if any.
+    ///
+    /// Called in callbacks that the driver core serialises with probe and remove.
+    fn data(&self) -> Option<Arc<T::Data>> {
+        let ptr = self.data.load(Acquire);
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: By the type invariant `ptr` came from `Arc::into_raw`; remove, which gives the
+        // reference back, cannot run concurrently. `ManuallyDrop` keeps the borrowed copy from
+        // dropping the state's reference, and `clone` takes a new one.
+        let data = ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
+        Some(Arc::clone(&data))
     }
 }
 
@@ -661,7 +733,8 @@ impl<T: Driver> Registration<T> {
                         frozen: false,
                     }),
                 }),
-                data <- new_spinlock_irq!((None, Pending { vqs: 0, config: false })),
+                data: Atomic::new(core::ptr::null()),
+                pending <- new_spinlock_irq!(Pending { vqs: 0, config: false }),
             }),
             GFP_KERNEL,
         );
@@ -678,17 +751,7 @@ impl<T: Driver> Registration<T> {
 
         match T::probe(dev, &reg.ctx) {
             Ok(data) => {
-                let pending = {
-                    let mut guard = state.data.lock();
-                    guard.0 = Some(data.clone());
-                    core::mem::replace(
-                        &mut guard.1,
-                        Pending {
-                            vqs: 0,
-                            config: false,
-                        },
-                    )
-                };
+                let pending = state.publish(data.clone());
                 Self::replay(&state.common, &data, pending);
                 0
             }
@@ -731,7 +794,8 @@ impl<T: Driver> Registration<T> {
         // also waits for callbacks in flight (`Device::reset`): `remove` gets the last
         // reference the callbacks held and no driver object is ever dropped in interrupt
         // context.
-        let data = state.data.lock().0.take();
+        // SAFETY: The reference is dropped by `T::remove`, after the reset.
+        let data = unsafe { state.unpublish() };
         dev.reset();
         if let Some(data) = data {
             T::remove(dev, data);
@@ -760,7 +824,7 @@ impl<T: Driver> Registration<T> {
         }
         // SAFETY: See above; remove, which frees the state, cannot run concurrently.
         let state = unsafe { &*raw };
-        let data = state.data.lock().0.clone()?;
+        let data = state.data()?;
         Some((state, data))
     }
 
@@ -809,9 +873,10 @@ impl<T: Driver> Registration<T> {
         }
         // SAFETY: See above.
         let state = unsafe { &*raw };
-        if let Some(data) = state.data_or_record(|p| p.vqs |= 1u64 << index.min(63)) {
-            T::vq_interrupt(&data, index);
-        }
+        state.with_data(
+            |p| p.vqs |= 1u64 << index.min(63),
+            |data| T::vq_interrupt(data, index),
+        );
     }
 
     extern "C" fn config_callback(vdev: *mut bindings::virtio_device) {
@@ -822,9 +887,7 @@ impl<T: Driver> Registration<T> {
         }
         // SAFETY: `priv` holds our state while the device is bound.
         let state = unsafe { &*raw };
-        if let Some(data) = state.data_or_record(|p| p.config = true) {
-            T::config_changed(&data);
-        }
+        state.with_data(|p| p.config = true, T::config_changed);
     }
 }
 
