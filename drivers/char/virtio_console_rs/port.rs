@@ -15,7 +15,7 @@ use kernel::{
     str::CString,
     sync::{aref::ARef, poll::PollCondVar, Arc, SpinLockIrq, SpinLockIrqGuard},
     time::{delay::fsleep, Delta},
-    virtio::{self, Buffer, Virtqueue, VirtqueueGuard},
+    virtio::{self, Buffer, NestedBackend, Virtqueue, VirtqueueGuard},
 };
 
 /// Size of each receive buffer, as in the C driver.
@@ -206,13 +206,18 @@ impl PortState {
     }
 }
 
+/// The guard of [`Port::state`].
+type StateGuard<'a> = SpinLockIrqGuard<'a, PortState>;
+
 /// A port.
 ///
 /// # Locking
 ///
 /// - `state` is an IRQ-safe spinlock: it is taken from the queue interrupts (hard IRQ), from
 ///   hvc's `put_chars`/`get_chars` (atomic) and from process context. While holding it the
-///   port's queue locks may be taken (`state` → `in_vq`/`out_vq`), never the other way round.
+///   port's queue locks may be taken (`state` → `in_vq`/`out_vq`), never the other way round;
+///   they are taken with [`Virtqueue::lock_nested`], which leaves the interrupt state to
+///   `state`'s guard, as the C driver drives its rings under its own `spin_lock_irqsave()`.
 /// - Readers are serialised by `PortState::reading`: one reader at a time copies to user space
 ///   without the spinlock; the others wait on `waitq` (or get `EAGAIN`).
 /// - `waitq` is woken whenever anything a reader, writer or poller waits on changes.
@@ -306,14 +311,9 @@ impl Port {
         Ok(())
     }
 
-    /// Gives a consumed receive buffer back to the device.
-    fn requeue(&self, buf: KBox<Buffer>) {
-        self.requeue_with(buf, true);
-    }
-
-    /// Gives a receive buffer back, notifying the device only if `kick`.
-    fn requeue_with(&self, buf: KBox<Buffer>, kick: bool) {
-        let mut q = self.in_vq.lock();
+    /// Gives a receive buffer back with `state` held, notifying the device only if `kick`.
+    fn requeue_locked(&self, st: &mut StateGuard<'_>, buf: KBox<Buffer>, kick: bool) {
+        let (_, mut q) = self.in_vq.lock_nested(st);
         // On failure (queue gone or broken) the buffer is simply freed.
         if q.add_inbuf(buf).is_ok() && kick {
             q.kick();
@@ -321,20 +321,23 @@ impl Port {
     }
 
     /// Takes the next used receive buffer that carries data, counting it.
-    fn pull(&self, st: &mut PortState) -> Option<(KBox<Buffer>, usize)> {
+    fn pull(&self, st: &mut StateGuard<'_>) -> Option<(KBox<Buffer>, usize)> {
+        let (st, mut q) = self.in_vq.lock_nested(st);
         loop {
-            let buf = self.in_vq.lock().get_buf()?;
+            let buf = q.get_buf()?;
             st.stats.bytes_received += buf.len() as u64;
             if !buf.is_empty() {
                 return Some((buf, 0));
             }
             // A used length of 0 carries nothing; give the buffer straight back.
-            self.requeue(buf);
+            if q.add_inbuf(buf).is_ok() {
+                q.kick();
+            }
         }
     }
 
     /// Whether input is available, pulling the next used buffer from the queue if needed.
-    fn has_data(&self, st: &mut PortState) -> bool {
+    fn has_data(&self, st: &mut StateGuard<'_>) -> bool {
         if st.reading || st.inbuf.is_some() {
             return true;
         }
@@ -346,30 +349,33 @@ impl Port {
     ///
     /// Does nothing once the port is unplugged: its queues may belong to a re-plugged port with
     /// the same id by now (the C driver checks `port->portdev` for the same reason).
-    pub(crate) fn discard_input(&self, st: &mut PortState) {
+    pub(crate) fn discard_input(&self, st: &mut StateGuard<'_>) {
         if st.unplugged {
             return;
         }
+        let (st, mut q) = self.in_vq.lock_nested(st);
+        let mut given_back = false;
         if let Some((buf, off)) = st.inbuf.take() {
             st.stats.bytes_discarded += (buf.len() - off) as u64;
-            self.requeue(buf);
+            // On failure (queue gone or broken) the buffer is simply freed.
+            given_back |= q.add_inbuf(buf).is_ok();
         }
-        loop {
-            let Some(buf) = self.in_vq.lock().get_buf() else {
-                break;
-            };
+        while let Some(buf) = q.get_buf() {
             st.stats.bytes_received += buf.len() as u64;
             st.stats.bytes_discarded += buf.len() as u64;
-            self.requeue(buf);
+            given_back |= q.add_inbuf(buf).is_ok();
+        }
+        if given_back {
+            q.kick();
         }
     }
 
     /// Takes back the transmit buffers the host has consumed (see [`Port::take_consumed_tx`]).
-    pub(crate) fn reclaim_tx(&self, st: &mut PortState) {
+    pub(crate) fn reclaim_tx(&self, st: &mut StateGuard<'_>) {
         if st.unplugged {
             return;
         }
-        let mut q = self.out_vq.lock();
+        let (st, mut q) = self.out_vq.lock_nested(st);
         if self.take_consumed_tx(st, &mut q) {
             st.outvq_full = false;
         }
@@ -381,7 +387,11 @@ impl Port {
     /// If there was, wakes the writers and pollers that armed the transmit interrupt: whoever
     /// takes the consumed buffers back first (a poller, another writer, the console) leaves the
     /// interrupt nothing to report, so it would not wake them.
-    fn take_consumed_tx(&self, st: &mut PortState, q: &mut VirtqueueGuard<'_>) -> bool {
+    fn take_consumed_tx(
+        &self,
+        st: &mut PortState,
+        q: &mut VirtqueueGuard<'_, NestedBackend>,
+    ) -> bool {
         let mut any = false;
         while let Some(buf) = q.get_buf() {
             any = true;
@@ -397,11 +407,11 @@ impl Port {
     /// Takes back the transmit buffers the host has consumed; if the ring is still full, turns
     /// the transmit interrupt on, so whoever waits for room is woken as soon as the host has
     /// consumed a buffer (as in the C driver, whose interrupt is always on).
-    fn reclaim_tx_or_arm(&self, st: &mut PortState) {
+    fn reclaim_tx_or_arm(&self, st: &mut StateGuard<'_>) {
         if st.unplugged {
             return;
         }
-        let mut q = self.out_vq.lock();
+        let (st, mut q) = self.out_vq.lock_nested(st);
         loop {
             if self.take_consumed_tx(st, &mut q) {
                 st.outvq_full = false;
@@ -420,7 +430,7 @@ impl Port {
     /// Whether a write would block now, as the C `will_write_block`. The ring is only reclaimed
     /// here when it was full; otherwise the next write reclaims it under the queue lock it
     /// takes anyway, which saves a lock round trip per write.
-    fn will_write_block(&self, st: &mut PortState) -> bool {
+    fn will_write_block(&self, st: &mut StateGuard<'_>) -> bool {
         if !st.host_connected {
             return true;
         }
@@ -430,11 +440,7 @@ impl Port {
         st.outvq_full
     }
 
-    fn wait_readable(
-        &self,
-        st: &mut SpinLockIrqGuard<'_, PortState>,
-        nonblock: bool,
-    ) -> Result<ReadReady> {
+    fn wait_readable(&self, st: &mut StateGuard<'_>, nonblock: bool) -> Result<ReadReady> {
         loop {
             if st.unplugged || !st.guest_connected {
                 return Err(ENODEV);
@@ -468,7 +474,7 @@ impl Port {
 
     /// Sleeps on `waitq` as a reader, counted in `readers_asleep`; returns whether a signal is
     /// pending.
-    fn sleep(&self, st: &mut SpinLockIrqGuard<'_, PortState>) -> bool {
+    fn sleep(&self, st: &mut StateGuard<'_>) -> bool {
         st.readers_asleep += 1;
         let signal = self.waitq.wait_interruptible_freezable(st);
         st.readers_asleep -= 1;
@@ -521,7 +527,7 @@ impl Port {
             // The last buffer of this read notifies the device for all of them, under the
             // queue lock its return takes anyway.
             let done = total >= want || st.unplugged;
-            self.requeue_with(buf, done);
+            self.requeue_locked(&mut st, buf, done);
             kick_owed = !done;
             if done {
                 break;
@@ -596,14 +602,14 @@ impl Port {
         let spare = self.wait_writable(nonblock)?;
         let buf = fill(count.min(MAX_WRITE), spare)?;
         let copied = buf.len();
-        let mut st = self.state.lock();
-        if st.unplugged {
+        let mut guard = self.state.lock();
+        if guard.unplugged {
             return Err(ENODEV);
         }
-        let mut q = self.out_vq.lock();
+        let (st, mut q) = self.out_vq.lock_nested(&mut guard);
         let waiters = core::mem::take(&mut st.tx_armed);
         // Take back what the host has consumed (the C driver frees it in `__send_to_port`).
-        self.take_consumed_tx(&mut st, &mut q);
+        self.take_consumed_tx(st, &mut q);
         let caught_up = q.num_free() == self.out_vq.size();
         let after_read = core::mem::take(&mut st.read_since_write);
         if caught_up && after_read {
@@ -626,7 +632,7 @@ impl Port {
             Err(e) => Err(e.error),
         };
         drop(q);
-        drop(st);
+        drop(guard);
         if waiters {
             // They armed an interrupt that will not come now; they look again and re-arm.
             self.waitq.notify_all();
@@ -777,7 +783,7 @@ impl Port {
         if off + n < buf.len() {
             st.inbuf = Some((buf, off + n));
         } else {
-            self.requeue(buf);
+            self.requeue_locked(&mut st, buf, true);
         }
         n
     }
@@ -790,16 +796,16 @@ impl Port {
         if data.is_empty() {
             return Ok(0);
         }
-        let mut st = self.state.lock();
-        if st.unplugged {
+        let mut guard = self.state.lock();
+        if guard.unplugged {
             // Drop output for a port that is going away, so hvc does not spin.
             return Ok(data.len());
         }
-        let mut q = self.out_vq.lock();
+        let (st, mut q) = self.out_vq.lock_nested(&mut guard);
         // No transmit interrupt: consumed buffers are taken back here, on the next call, and
         // hvc retries by itself when the ring is full.
         q.disable_cb();
-        self.take_consumed_tx(&mut st, &mut q);
+        self.take_consumed_tx(st, &mut q);
         let buf = match st.tx_pool.take() {
             Some(mut buf) if buf.capacity() >= data.len() => {
                 buf.refill_from_slice(data);

@@ -16,7 +16,10 @@ use crate::{
     error::{to_result, Error, Result},
     iov::IovIterSource,
     prelude::*,
-    sync::{new_spinlock_irq, SpinLockIrq, SpinLockIrqGuard},
+    sync::{
+        lock::{spinlock::SpinLockIrqBackend, Backend, Guard},
+        new_spinlock_irq, SpinLockIrq, SpinLockIrqGuard,
+    },
 };
 use core::ptr::NonNull;
 
@@ -248,6 +251,20 @@ impl Virtqueue {
         VirtqueueGuard(self.inner.lock())
     }
 
+    /// Locks the queue while `outer`, the guard of another IRQ-safe spinlock (typically the
+    /// driver's lock for the state the queue serves), is held, without turning interrupts off
+    /// again: the C pattern of a ring driven under the driver's `spin_lock_irqsave()`.
+    ///
+    /// Returns the outer lock's data and the queue's guard; see [`SpinLockIrq::lock_nested`].
+    #[inline]
+    pub fn lock_nested<'a, U: ?Sized + Unpin>(
+        &'a self,
+        outer: &'a mut SpinLockIrqGuard<'_, U>,
+    ) -> (&'a mut U, VirtqueueGuard<'a, NestedBackend>) {
+        let (data, guard) = self.inner.lock_nested(outer);
+        (data, VirtqueueGuard(guard))
+    }
+
     /// Detaches and drops every buffer the device still owns, then forgets the C queue.
     ///
     /// Called by the bus adapter after the device was reset, before `del_vqs`.
@@ -287,10 +304,14 @@ impl Virtqueue {
     }
 }
 
-/// A locked [`Virtqueue`].
-pub struct VirtqueueGuard<'a>(SpinLockIrqGuard<'a, Inner>);
+/// The lock backend of a queue locked with [`Virtqueue::lock_nested`].
+pub type NestedBackend = crate::sync::lock::spinlock::SpinLockBackend;
 
-impl VirtqueueGuard<'_> {
+/// A locked [`Virtqueue`], by [`Virtqueue::lock`] or, with `B` = [`NestedBackend`], by
+/// [`Virtqueue::lock_nested`].
+pub struct VirtqueueGuard<'a, B: Backend = SpinLockIrqBackend>(Guard<'a, Inner, B>);
+
+impl<B: Backend> VirtqueueGuard<'_, B> {
     fn raw(&self) -> Option<*mut bindings::virtqueue> {
         self.0.vq.map(NonNull::as_ptr)
     }
