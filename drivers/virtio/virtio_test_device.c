@@ -245,7 +245,9 @@ struct virtio_test_device *virtio_test_device_create(u32 device_id, u64 features
 	tdev = kzalloc_obj(*tdev);
 	if (!tdev)
 		return NULL;
-	tdev->config = kmemdup(config, config_len ?: 1, GFP_KERNEL);
+	/* @config may be dangling when empty (a Rust slice): do not read it then. */
+	tdev->config = config_len ? kmemdup(config, config_len, GFP_KERNEL) :
+				    kzalloc(1, GFP_KERNEL);
 	if (!tdev->config) {
 		kfree(tdev);
 		return NULL;
@@ -604,6 +606,21 @@ bool virtio_test_device_interrupt(struct virtio_test_device *tdev,
 	return ran;
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_interrupt);
+
+/**
+ * virtio_test_device_of() - the test device behind a virtio device
+ * @vdev: a virtio device
+ *
+ * Lets a driver under test play its device's side from its own callbacks,
+ * for example raise an interrupt from inside probe.
+ *
+ * Return: the test device, or NULL if @vdev is not one.
+ */
+struct virtio_test_device *virtio_test_device_of(struct virtio_device *vdev)
+{
+	return vdev->config == &vtd_config_ops ? to_vtd(vdev) : NULL;
+}
+EXPORT_SYMBOL_GPL(virtio_test_device_of);
 
 /**
  * virtio_test_device_config_changed() - raise the config interrupt

@@ -44,6 +44,8 @@ unsigned int virtio_test_device_kicks(struct virtio_test_device *tdev,
 				      unsigned int q);
 bool virtio_test_device_interrupt(struct virtio_test_device *tdev,
 				  unsigned int q);
+struct virtio_device;
+struct virtio_test_device *virtio_test_device_of(struct virtio_device *vdev);
 void virtio_test_device_config_changed(struct virtio_test_device *tdev);
 void virtio_test_device_config_read(struct virtio_test_device *tdev,
 				    unsigned int offset, void *buf, size_t len);

@@ -14,6 +14,8 @@
 //! - control messages and console output never busy-wait for the host;
 //! - concurrent readers of one file are serialised.
 
+#[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
+mod adapter_kunit;
 mod control;
 mod debugfs_fmt;
 mod fifo;

@@ -18,7 +18,7 @@ use crate::{
     error::{to_result, Result},
     prelude::*,
 };
-use core::ptr::NonNull;
+use core::{mem::ManuallyDrop, ptr::NonNull};
 
 /// The `VIRTIO_F_VERSION_1` feature bit, which [`TestDevice::new`] always offers.
 pub const F_VERSION_1: u32 = bindings::VIRTIO_F_VERSION_1;
@@ -59,8 +59,9 @@ pub struct Taken {
 ///
 /// # Invariants
 ///
-/// `ptr` points to a device made by `virtio_test_device_create`, owned by this object and
-/// destroyed only in [`Drop`].
+/// `ptr` points to a live device made by `virtio_test_device_create`. Except for the borrowed
+/// view that [`TestDevice::with_device_of`] lends (which is never dropped), the object owns
+/// the device and destroys it only in [`Drop`].
 pub struct TestDevice {
     ptr: NonNull<bindings::virtio_test_device>,
 }
@@ -96,6 +97,21 @@ impl TestDevice {
         // device is freed by `drop` below.
         to_result(unsafe { bindings::virtio_test_device_register(dev.ptr.as_ptr()) })?;
         Ok(dev)
+    }
+
+    /// Calls `f` with the test device behind `dev`, or returns `None` if `dev` is not one.
+    ///
+    /// For a driver under test that plays its device's side from its own callbacks, for
+    /// example to raise an interrupt from inside probe.
+    pub fn with_device_of<R>(dev: &super::Device, f: impl FnOnce(&TestDevice) -> R) -> Option<R> {
+        // SAFETY: `dev` is a valid virtio device for the duration of the borrow.
+        let raw = unsafe { bindings::virtio_test_device_of(dev.as_raw()) };
+        // INVARIANT: A non-null result is the live test device that embeds `dev`; it outlives
+        // the borrow of `dev`, and `ManuallyDrop` keeps this view from destroying it.
+        let view = ManuallyDrop::new(Self {
+            ptr: NonNull::new(raw)?,
+        });
+        Some(f(&view))
     }
 
     fn raw(&self) -> *mut bindings::virtio_test_device {
