@@ -34,7 +34,7 @@ use crate::{
     str::CStr,
     sync::aref::{ARef, AlwaysRefCounted},
     sync::atomic::{Acquire, Atomic, Relaxed, Release},
-    sync::{new_mutex, new_spinlock_irq, Arc, Mutex, SpinLockIrq},
+    sync::{new_mutex, new_spinlock_irq, rcu, Arc, Mutex, SpinLockIrq},
     types::Opaque,
     ThisModule,
 };
@@ -283,6 +283,8 @@ impl Device {
 
     /// Resets the device: it stops using the queues and raising interrupts, and callbacks
     /// already running have finished when this returns.
+    ///
+    /// May sleep (it waits for an RCU grace period).
     pub fn reset(&self) {
         // SAFETY: By the type invariant `self.as_raw()` is valid.
         unsafe { bindings::virtio_reset_device(self.as_raw()) };
@@ -290,6 +292,10 @@ impl Device {
         // virtio-mmio does not); make sure they are done.
         // SAFETY: By the type invariant `self.as_raw()` is valid.
         unsafe { bindings::virtio_synchronize_cbs(self.as_raw()) };
+        // Some transports have neither (remoteproc, vDPA, UML, mlxbf-tmfifo, which calls
+        // `vring_interrupt()` from a work item). The adapter's callbacks run in RCU read-side
+        // critical sections, so a grace period waits for them on every transport.
+        rcu::synchronize_rcu();
     }
 
     /// Marks every queue of the device broken, so no further buffers are used.
@@ -535,7 +541,9 @@ struct Pending {
 ///
 /// `data` is null or a pointer from [`Arc::into_raw`] whose reference the state owns. It turns
 /// non-null once, when `probe` has succeeded, and null once, when `remove` begins; the reference
-/// is given back only after the device has been reset, which waits for callbacks in flight.
+/// is given back only after the device has been reset, which waits for callbacks in flight
+/// ([`Device::reset`]: the callbacks run under the RCU read lock and it waits for a grace
+/// period, whatever the transport).
 #[pin_data]
 #[repr(C)]
 struct BoundState<T: Driver> {
@@ -758,9 +766,11 @@ impl<T: Driver> Registration<T> {
             Err(e) => {
                 dev.reset();
                 state.common.teardown(dev);
-                // SAFETY: No callback can run any more: the device is reset and its queues
-                // deleted.
+                // SAFETY: The device is reset and its queues deleted.
                 unsafe { (*vdev).priv_ = core::ptr::null_mut() };
+                // A callback that a transport ran late, after the reset, may still use the
+                // state; it runs under the RCU read lock.
+                rcu::synchronize_rcu();
                 // SAFETY: `raw` came from `KBox::into_raw` above and is not used again.
                 drop(unsafe { KBox::from_raw(raw) });
                 e.to_errno()
@@ -801,8 +811,11 @@ impl<T: Driver> Registration<T> {
             T::remove(dev, data);
         }
         state.common.teardown(dev);
-        // SAFETY: The device is reset and its queues deleted: no callback can run.
+        // SAFETY: The device is reset and its queues deleted.
         unsafe { (*vdev).priv_ = core::ptr::null_mut() };
+        // A callback that a transport ran late, after the reset, may still use the state; it
+        // runs under the RCU read lock.
+        rcu::synchronize_rcu();
         // SAFETY: `raw` came from `KBox::into_raw` in `probe_callback`.
         drop(unsafe { KBox::from_raw(raw) });
     }
@@ -862,6 +875,9 @@ impl<T: Driver> Registration<T> {
     }
 
     extern "C" fn vq_callback(vq: *mut bindings::virtqueue) {
+        // The state and the driver data stay alive until a grace period after the reset in
+        // `remove` (see `Device::reset`).
+        let _rcu = rcu::read_lock();
         // SAFETY: The transport calls this with a valid queue of a bound device; queue
         // callbacks can only fire between `find_vqs` and `del_vqs`, while `priv` holds our
         // state.
@@ -880,6 +896,8 @@ impl<T: Driver> Registration<T> {
     }
 
     extern "C" fn config_callback(vdev: *mut bindings::virtio_device) {
+        // As in `vq_callback`.
+        let _rcu = rcu::read_lock();
         // SAFETY: The core calls this with a valid device bound to our driver.
         let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
         if raw.is_null() {

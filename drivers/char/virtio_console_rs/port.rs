@@ -216,7 +216,7 @@ type StateGuard<'a> = SpinLockIrqGuard<'a, PortState>;
 /// - `state` is an IRQ-safe spinlock: it is taken from the queue interrupts (hard IRQ), from
 ///   hvc's `put_chars`/`get_chars` (atomic) and from process context. While holding it the
 ///   port's queue locks may be taken (`state` → `in_vq`/`out_vq`), never the other way round;
-///   they are taken with [`Virtqueue::lock_nested`], which leaves the interrupt state to
+///   they are taken with [`Virtqueue::lock_inside`], which leaves the interrupt state to
 ///   `state`'s guard, as the C driver drives its rings under its own `spin_lock_irqsave()`.
 /// - Readers are serialised by `PortState::reading`: one reader at a time copies to user space
 ///   without the spinlock; the others wait on `waitq` (or get `EAGAIN`).
@@ -313,7 +313,7 @@ impl Port {
 
     /// Gives a receive buffer back with `state` held, notifying the device only if `kick`.
     fn requeue_locked(&self, st: &mut StateGuard<'_>, buf: KBox<Buffer>, kick: bool) {
-        let (_, mut q) = self.in_vq.lock_nested(st);
+        let (_, mut q) = self.in_vq.lock_inside(st);
         // On failure (queue gone or broken) the buffer is simply freed.
         if q.add_inbuf(buf).is_ok() && kick {
             q.kick();
@@ -322,7 +322,7 @@ impl Port {
 
     /// Takes the next used receive buffer that carries data, counting it.
     fn pull(&self, st: &mut StateGuard<'_>) -> Option<(KBox<Buffer>, usize)> {
-        let (st, mut q) = self.in_vq.lock_nested(st);
+        let (st, mut q) = self.in_vq.lock_inside(st);
         loop {
             let buf = q.get_buf()?;
             st.stats.bytes_received += buf.len() as u64;
@@ -353,7 +353,7 @@ impl Port {
         if st.unplugged {
             return;
         }
-        let (st, mut q) = self.in_vq.lock_nested(st);
+        let (st, mut q) = self.in_vq.lock_inside(st);
         let mut given_back = false;
         if let Some((buf, off)) = st.inbuf.take() {
             st.stats.bytes_discarded += (buf.len() - off) as u64;
@@ -375,7 +375,7 @@ impl Port {
         if st.unplugged {
             return;
         }
-        let (st, mut q) = self.out_vq.lock_nested(st);
+        let (st, mut q) = self.out_vq.lock_inside(st);
         if self.take_consumed_tx(st, &mut q) {
             st.outvq_full = false;
         }
@@ -411,7 +411,7 @@ impl Port {
         if st.unplugged {
             return;
         }
-        let (st, mut q) = self.out_vq.lock_nested(st);
+        let (st, mut q) = self.out_vq.lock_inside(st);
         loop {
             if self.take_consumed_tx(st, &mut q) {
                 st.outvq_full = false;
@@ -606,7 +606,7 @@ impl Port {
         if guard.unplugged {
             return Err(ENODEV);
         }
-        let (st, mut q) = self.out_vq.lock_nested(&mut guard);
+        let (st, mut q) = self.out_vq.lock_inside(&mut guard);
         let waiters = core::mem::take(&mut st.tx_armed);
         // Take back what the host has consumed (the C driver frees it in `__send_to_port`).
         self.take_consumed_tx(st, &mut q);
@@ -801,7 +801,7 @@ impl Port {
             // Drop output for a port that is going away, so hvc does not spin.
             return Ok(data.len());
         }
-        let (st, mut q) = self.out_vq.lock_nested(&mut guard);
+        let (st, mut q) = self.out_vq.lock_inside(&mut guard);
         // No transmit interrupt: consumed buffers are taken back here, on the next call, and
         // hvc retries by itself when the ring is full.
         q.disable_cb();

@@ -102,7 +102,10 @@ impl TestDevice {
     /// Calls `f` with the test device behind `dev`, or returns `None` if `dev` is not one.
     ///
     /// For a driver under test that plays its device's side from its own callbacks, for
-    /// example to raise an interrupt from inside probe.
+    /// example to raise an interrupt from inside probe. Not from every callback: raising a
+    /// queue's interrupt from a queue callback, or a config change from the config callback,
+    /// takes the lock the callback runs under again, and [`TestDevice::freeze`] or
+    /// [`TestDevice::restore`] from probe takes the device lock again; each deadlocks.
     pub fn with_device_of<R>(dev: &super::Device, f: impl FnOnce(&TestDevice) -> R) -> Option<R> {
         // SAFETY: `dev` is a valid virtio device for the duration of the borrow.
         let raw = unsafe { bindings::virtio_test_device_of(dev.as_raw()) };

@@ -255,13 +255,13 @@ impl Virtqueue {
     /// driver's lock for the state the queue serves), is held, without turning interrupts off
     /// again: the C pattern of a ring driven under the driver's `spin_lock_irqsave()`.
     ///
-    /// Returns the outer lock's data and the queue's guard; see [`SpinLockIrq::lock_nested`].
+    /// Returns the outer lock's data and the queue's guard; see [`SpinLockIrq::lock_inside`].
     #[inline]
-    pub fn lock_nested<'a, U: ?Sized + Unpin>(
+    pub fn lock_inside<'a, U: ?Sized + Unpin>(
         &'a self,
         outer: &'a mut SpinLockIrqGuard<'_, U>,
     ) -> (&'a mut U, VirtqueueGuard<'a, NestedBackend>) {
-        let (data, guard) = self.inner.lock_nested(outer);
+        let (data, guard) = self.inner.lock_inside(outer);
         (data, VirtqueueGuard(guard))
     }
 
@@ -304,11 +304,11 @@ impl Virtqueue {
     }
 }
 
-/// The lock backend of a queue locked with [`Virtqueue::lock_nested`].
+/// The lock backend of a queue locked with [`Virtqueue::lock_inside`].
 pub type NestedBackend = crate::sync::lock::spinlock::SpinLockBackend;
 
 /// A locked [`Virtqueue`], by [`Virtqueue::lock`] or, with `B` = [`NestedBackend`], by
-/// [`Virtqueue::lock_nested`].
+/// [`Virtqueue::lock_inside`].
 pub struct VirtqueueGuard<'a, B: Backend = SpinLockIrqBackend>(Guard<'a, Inner, B>);
 
 impl<B: Backend> VirtqueueGuard<'_, B> {

@@ -7,8 +7,11 @@
 //! [`SpinLockIrq::lock`] turns local interrupts off (through `local_interrupt_disable()`) and
 //! back on for every lock. In C, a `spinlock_t` taken inside a section that already runs with
 //! interrupts off (`spin_lock_irqsave()` on the outer lock) is taken with a plain
-//! `spin_lock()`. [`SpinLockIrq::lock_nested`] is that for Rust: holding the outer guard is the
+//! `spin_lock()`. [`SpinLockIrq::lock_inside`] is that for Rust: holding the outer guard is the
 //! proof, and the borrow checker keeps the inner guard from outliving it.
+//!
+//! This is not C's `spin_lock_nested()`, a lockdep annotation for two locks of one class: the
+//! two locks must be of different classes, always taken in the same order.
 
 use crate::sync::{SpinLock, SpinLockGuard, SpinLockIrq, SpinLockIrqGuard};
 
@@ -22,28 +25,33 @@ impl<T> SpinLockIrq<T> {
     /// This is sound on every configuration: without `PREEMPT_RT`, local interrupts are off for
     /// as long as `outer` exists, which is all that [`SpinLockIrq::lock`] would add to a plain
     /// `spin_lock()`; with `PREEMPT_RT`, `spin_lock_irq_disable()` is `spin_lock()` (neither
-    /// touches interrupts, as `spinlock_t` is a sleeping lock there).
+    /// touches interrupts, as `spinlock_t` is a sleeping lock there). It is not
+    /// [`SpinLockIrq::lock_with`] under `LocalInterruptDisabled::assume_disabled()`, because on
+    /// `PREEMPT_RT` an outer [`SpinLockIrq`] does not turn interrupts off, which that token
+    /// claims (and lockdep asserts).
     ///
     /// # Examples
+    ///
+    /// A device's state and, always inside it, the state of its current request:
     ///
     /// ```
     /// use kernel::sync::{new_spinlock_irq, SpinLockIrq};
     ///
-    /// fn move_one(from: &SpinLockIrq<u32>, to: &SpinLockIrq<u32>) {
-    ///     let mut outer = from.lock();
-    ///     let (src, mut dst) = to.lock_nested(&mut outer);
-    ///     *src -= 1;
-    ///     *dst += 1;
+    /// fn complete(device: &SpinLockIrq<u32>, request: &SpinLockIrq<bool>) {
+    ///     let mut outer = device.lock();
+    ///     let (in_flight, mut done) = request.lock_inside(&mut outer);
+    ///     *in_flight -= 1;
+    ///     *done = true;
     /// }
     ///
-    /// let a = KBox::pin_init(new_spinlock_irq!(1u32), GFP_KERNEL)?;
-    /// let b = KBox::pin_init(new_spinlock_irq!(0u32), GFP_KERNEL)?;
-    /// move_one(&a, &b);
-    /// assert_eq!((*a.lock(), *b.lock()), (0, 1));
+    /// let device = KBox::pin_init(new_spinlock_irq!(1u32), GFP_KERNEL)?;
+    /// let request = KBox::pin_init(new_spinlock_irq!(false), GFP_KERNEL)?;
+    /// complete(&device, &request);
+    /// assert_eq!((*device.lock(), *request.lock()), (0, true));
     /// # Ok::<(), Error>(())
     /// ```
     #[inline]
-    pub fn lock_nested<'a, U: ?Sized + Unpin>(
+    pub fn lock_inside<'a, U: ?Sized + Unpin>(
         &'a self,
         outer: &'a mut SpinLockIrqGuard<'_, U>,
     ) -> (&'a mut U, SpinLockGuard<'a, T>) {
