@@ -244,6 +244,29 @@ fn higher_is_better(k: &str) -> bool {
     !(k.contains("cpu") || k.contains("ping") || k.contains("mem") || k.contains("hotplug"))
 }
 
+/// The host's TSC frequency in kHz, measured against the monotonic clock over 200 ms.
+///
+/// Under TCG without icount the guest's TSC is the host's (QEMU reads it with `rdtsc`), but
+/// the guest kernel calibrates it against the emulated PIT, which under TCG can fail ("Unable
+/// to calibrate against PIT"); the test kernel has no HPET or ACPI PM timer to fall back on, so
+/// it then marks the TSC unstable and times everything in jiffies.
+#[cfg(target_arch = "x86_64")]
+fn host_tsc_khz() -> Option<u64> {
+    let t0 = Instant::now();
+    // SAFETY: `rdtsc` reads a counter; it has no preconditions on an x86-64 host.
+    let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: As above.
+    let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+    let ns = t0.elapsed().as_nanos() as u64;
+    (ns > 0 && c1 > c0).then(|| (c1 - c0) * 1_000_000 / ns)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn host_tsc_khz() -> Option<u64> {
+    None
+}
+
 /// Runs `reps` alternated boots per driver and writes the report into `dir`.
 ///
 /// With `icount`, TCG runs with `-icount shift=0`: the guest clock advances one nanosecond per
@@ -257,6 +280,14 @@ pub fn run(
     dir: &Path,
 ) -> Res<bool> {
     let script = guest_script();
+    // In real time under TCG, give the guest its TSC's frequency (the host's) instead of letting
+    // it calibrate, and trust it: the same for both drivers. Under icount the TSC counts guest
+    // nanoseconds and calibration works; under KVM the hypervisor tells the guest.
+    let tsc_khz = if !icount && accel == Accel::Tcg {
+        host_tsc_khz()
+    } else {
+        None
+    };
     let mut results: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
     for rep in 0..reps {
         // C first on even repetitions, Rust first on odd ones.
@@ -268,6 +299,10 @@ pub fn run(
         for d in order {
             let start = Instant::now();
             let mut cfg = make_cfg(d, script.clone());
+            if let Some(khz) = tsc_khz {
+                cfg.cmdline
+                    .extend([format!("tsc_early_khz={khz}"), "tsc=reliable".to_string()]);
+            }
             cfg.qemu_args = qemu_args();
             if icount {
                 cfg.qemu_args
@@ -298,12 +333,16 @@ pub fn run(
     let mut csv =
         String::from("metric,unit,c_median,c_min,c_max,rust_median,rust_min,rust_max,ratio\n");
     println!(
-        "accelerator: {}{}; {reps} runs per driver, alternated; median [min..max]",
+        "accelerator: {}{}{}; {reps} runs per driver, alternated; median [min..max]",
         accel.name(),
         if icount {
             " with -icount shift=0 (guest time = guest instructions)"
         } else {
             ""
+        },
+        match tsc_khz {
+            Some(khz) => format!(", guest TSC given as the host's {khz} kHz"),
+            None => String::new(),
         }
     );
     println!(
