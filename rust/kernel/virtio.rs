@@ -284,8 +284,10 @@ impl Device {
     /// Resets the device: it stops using the queues and raising interrupts, and callbacks
     /// already running have finished when this returns.
     ///
-    /// May sleep (it waits for an RCU grace period).
+    /// Sleeps (it waits for an RCU grace period): never call it from a [`Driver`] callback
+    /// that runs in atomic context, which would wait for itself, or under a spinlock.
     pub fn reset(&self) {
+        crate::task::might_sleep();
         // SAFETY: By the type invariant `self.as_raw()` is valid.
         unsafe { bindings::virtio_reset_device(self.as_raw()) };
         // Not every transport's reset waits for callbacks in flight (virtio-pci does,
@@ -356,7 +358,8 @@ impl Device {
     /// The adapter's state of this device, if it is bound to a Rust driver.
     fn state(&self) -> Option<&DeviceState> {
         // SAFETY: `priv_` is owned by the bound driver; the adapter sets it to a `DeviceState`
-        // before calling `probe` and clears it only after `remove`.
+        // before calling `probe` and clears it when `remove` begins, and frees the state only
+        // after `remove`.
         let p = unsafe { (*self.as_raw()).priv_ };
         // SAFETY: See above; the state outlives every `&Device` handed to the driver.
         (!p.is_null()).then(|| unsafe { &*p.cast::<DeviceState>() })
@@ -752,8 +755,8 @@ impl<T: Driver> Registration<T> {
         };
         // SAFETY: The state is never moved out of its box; `remove_callback` takes it back.
         let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(state) });
-        // SAFETY: `priv` belongs to the bound driver, which is us.
-        unsafe { (*vdev).priv_ = raw.cast() };
+        // SAFETY: `priv` belongs to the bound driver, which is us; `vdev` is valid.
+        unsafe { Self::set_priv(vdev, raw) };
         // SAFETY: `raw` stays valid until `remove_callback` or the error path below frees it.
         let state = unsafe { &*raw };
 
@@ -764,18 +767,38 @@ impl<T: Driver> Registration<T> {
                 0
             }
             Err(e) => {
+                // As in `remove_callback`: callbacks from now on find no state, and the reset
+                // waits for those that did.
+                // SAFETY: `vdev` is valid for the duration of probe.
+                unsafe { Self::set_priv(vdev, core::ptr::null_mut()) };
                 dev.reset();
                 state.common.teardown(dev);
-                // SAFETY: The device is reset and its queues deleted.
-                unsafe { (*vdev).priv_ = core::ptr::null_mut() };
-                // A callback that a transport ran late, after the reset, may still use the
-                // state; it runs under the RCU read lock.
-                rcu::synchronize_rcu();
                 // SAFETY: `raw` came from `KBox::into_raw` above and is not used again.
                 drop(unsafe { KBox::from_raw(raw) });
                 e.to_errno()
             }
         }
+    }
+
+    /// Reads `priv`, which callbacks read concurrently with probe and remove writing it
+    /// (`READ_ONCE`).
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must be valid.
+    unsafe fn priv_state(vdev: *mut bindings::virtio_device) -> *mut BoundState<T> {
+        // SAFETY: The caller guarantees that `vdev` is valid.
+        unsafe { core::ptr::read_volatile(&raw const (*vdev).priv_) }.cast()
+    }
+
+    /// Writes `priv` (`WRITE_ONCE`); see [`Self::priv_state`].
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must be valid and bound to this driver, in probe or remove.
+    unsafe fn set_priv(vdev: *mut bindings::virtio_device, state: *mut BoundState<T>) {
+        // SAFETY: The caller guarantees that `vdev` is valid.
+        unsafe { core::ptr::write_volatile(&raw mut (*vdev).priv_, state.cast()) };
     }
 
     /// Delivers interrupts that arrived while `probe` was running.
@@ -800,22 +823,20 @@ impl<T: Driver> Registration<T> {
         let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
         // SAFETY: See above.
         let state = unsafe { &*raw };
-        // Unpublish the data first, so no new callback reaches the driver, then reset, which
-        // also waits for callbacks in flight (`Device::reset`): `remove` gets the last
-        // reference the callbacks held and no driver object is ever dropped in interrupt
-        // context.
+        // Unpublish the data and the state first, so no new callback reaches either (one that
+        // a transport runs late, after the reset, finds no state and returns), then reset,
+        // which also waits for callbacks in flight (`Device::reset`): `remove` gets the last
+        // reference the callbacks held, no driver object is ever dropped in interrupt context,
+        // and the state can be freed.
         // SAFETY: The reference is dropped by `T::remove`, after the reset.
         let data = unsafe { state.unpublish() };
+        // SAFETY: `vdev` is valid; the adapter keeps using `state` through `raw`.
+        unsafe { Self::set_priv(vdev, core::ptr::null_mut()) };
         dev.reset();
         if let Some(data) = data {
             T::remove(dev, data);
         }
         state.common.teardown(dev);
-        // SAFETY: The device is reset and its queues deleted.
-        unsafe { (*vdev).priv_ = core::ptr::null_mut() };
-        // A callback that a transport ran late, after the reset, may still use the state; it
-        // runs under the RCU read lock.
-        rcu::synchronize_rcu();
         // SAFETY: `raw` came from `KBox::into_raw` in `probe_callback`.
         drop(unsafe { KBox::from_raw(raw) });
     }
@@ -883,7 +904,7 @@ impl<T: Driver> Registration<T> {
         // state.
         let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index) };
         // SAFETY: See above.
-        let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
+        let raw = unsafe { Self::priv_state(vdev) };
         if raw.is_null() {
             return;
         }
@@ -899,7 +920,7 @@ impl<T: Driver> Registration<T> {
         // As in `vq_callback`.
         let _rcu = rcu::read_lock();
         // SAFETY: The core calls this with a valid device bound to our driver.
-        let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
+        let raw = unsafe { Self::priv_state(vdev) };
         if raw.is_null() {
             return;
         }
