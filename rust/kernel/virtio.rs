@@ -532,6 +532,7 @@ impl DeviceState {
 }
 
 /// Interrupts seen before the driver data was published.
+#[derive(Default)]
 struct Pending {
     /// Bit `i` is set when queue `i` (or, for bit 63, any queue `>= 63`) was signalled.
     vqs: u64,
@@ -580,24 +581,28 @@ impl<T: Driver> BoundState<T> {
                 return;
             }
         }
-        // SAFETY: By the type invariant a non-null `data` came from `Arc::into_raw`, and the
-        // reference it stands for is given back only after a reset that waits for this
-        // callback to return. `ManuallyDrop` keeps this borrowed copy from dropping it.
-        let data = ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
-        f(&data);
+        // SAFETY: The reference `data` stands for is given back only after a reset that waits
+        // for this callback to return.
+        f(&*unsafe { Self::borrow(ptr) });
+    }
+
+    /// The published driver data `ptr` as an `Arc` that does not drop the state's reference.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a non-null value of `data`, and the caller must not let the result outlive
+    /// the state's reference (see the type invariant).
+    unsafe fn borrow(ptr: *const T::Data) -> ManuallyDrop<Arc<T::Data>> {
+        // SAFETY: By the type invariant a non-null `data` came from `Arc::into_raw`; the caller
+        // keeps the reference alive, and `ManuallyDrop` keeps this copy from dropping it.
+        ManuallyDrop::new(unsafe { Arc::from_raw(ptr) })
     }
 
     /// Publishes `data` and returns the interrupts recorded before.
     fn publish(&self, data: Arc<T::Data>) -> Pending {
         let mut pending = self.pending.lock();
         self.data.store(Arc::into_raw(data), Release);
-        core::mem::replace(
-            &mut pending,
-            Pending {
-                vqs: 0,
-                config: false,
-            },
-        )
+        core::mem::take(&mut *pending)
     }
 
     /// Unpublishes the driver data and returns the reference to it.
@@ -609,9 +614,7 @@ impl<T: Driver> BoundState<T> {
     unsafe fn unpublish(&self) -> Option<Arc<T::Data>> {
         let ptr = {
             let _pending = self.pending.lock();
-            let ptr = self.data.load(Relaxed);
-            self.data.store(core::ptr::null(), Relaxed);
-            ptr
+            self.data.xchg(core::ptr::null(), Relaxed)
         };
         if ptr.is_null() {
             return None;
@@ -630,11 +633,9 @@ impl<T: Driver> BoundState<T> {
         if ptr.is_null() {
             return None;
         }
-        // SAFETY: By the type invariant `ptr` came from `Arc::into_raw`; remove, which gives the
-        // reference back, cannot run concurrently. `ManuallyDrop` keeps the borrowed copy from
-        // dropping the state's reference, and `clone` takes a new one.
-        let data = ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
-        Some(Arc::clone(&data))
+        // SAFETY: `remove`, which gives the reference back, cannot run concurrently; `clone`
+        // takes a new one before the borrow ends.
+        Some(Arc::clone(&*unsafe { Self::borrow(ptr) }))
     }
 }
 
@@ -745,7 +746,7 @@ impl<T: Driver> Registration<T> {
                     }),
                 }),
                 data: Atomic::new(core::ptr::null()),
-                pending <- new_spinlock_irq!(Pending { vqs: 0, config: false }),
+                pending <- new_spinlock_irq!(Pending::default()),
             }),
             GFP_KERNEL,
         );
