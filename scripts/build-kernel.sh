@@ -38,6 +38,11 @@ if [ ! -f "$KDIR/.unpacked" ]; then
 fi
 echo "$KDIR" >"$CACHE/kdir$suffix.path"
 
+# One build at a time per tree: a second checkout building at once waits here
+# instead of interleaving two overlays and two makes in the same tree.
+exec 9>"$KDIR.lock"
+flock 9
+
 stage overlay "project rust/ onto the tree"
 bash "$TOP/scripts/overlay.sh" "$KDIR"
 
