@@ -7,6 +7,7 @@
 # make bench  the C driver against the Rust driver: table, out/bench/bench.csv and .svg
 # make profile  guest kernel instructions per write by function (QEMU TCG plugin, icount)
 # make check  rustfmt, clippy, checkpatch and the no-unsafe rule on the project's code
+# make mutants  deliberate one-line mutants of the driver, and the test that catches each
 
 export VCON_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/virtio-console-rs
 export VCON_OUT ?= $(CURDIR)/out
@@ -14,7 +15,7 @@ HARNESS_DIR := tools/testing/vcon-harness
 HARNESS := $(HARNESS_DIR)/target/release/vcon-harness
 export VCON_VCG := $(CURDIR)/$(HARNESS_DIR)/target/x86_64-unknown-linux-gnu/release/vcg
 
-.PHONY: all setup kernel kernel-debug build harness test test-debug run bench profile check kunit list clean
+.PHONY: all setup kernel kernel-debug build harness test test-debug run bench profile check kunit list mutants clean
 
 all: build
 
@@ -65,6 +66,11 @@ profile: build
 
 check: kernel
 	@bash scripts/check.sh
+
+# Each mutant in tools/testing/mutants/mutants.txt (or only MUTANTS="name ..."), built and run
+# against the Rust driver's tests until one fails; fails if a mutant survives.
+mutants: build
+	@bash scripts/mutants.sh $(MUTANTS)
 
 list: harness
 	@$(HARNESS) list

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# mutants.sh [NAME...]: build each deliberate mutant of the driver listed in
+# tools/testing/mutants/mutants.txt (all of them by default) and run the Rust
+# driver's tests against it (KUnit, then every scenario in `vcon-harness list`
+# order) until one fails.  Prints which test caught each mutant; exits non-zero if
+# a mutant survives every test or cannot be applied.
+# Needs `make build` first (it reuses the built kernel and its tree).
+
+. "$(dirname "$0")/lib.sh"
+
+LIST=$TOP/tools/testing/mutants/mutants.txt
+HARNESS=$TOP/tools/testing/vcon-harness/target/release/vcon-harness
+[ -x "$HARNESS" ] || die "no harness: run 'make build' first"
+KDIR=$(cat "$CACHE/kdir.path" 2>/dev/null) || die "no kernel tree: run 'make build' first"
+for f in bzImage virtio_console.ko rust_virtio_rng.ko; do
+	[ -f "$OUT/$f" ] || die "$OUT/$f is missing: run 'make build' first"
+done
+KMAKE=(make -C "$KDIR" -j"$(($(nproc) + 1))" -s
+	RUST_LIB_SRC="$(RUST_SRC_DIR)" LIBCLANG_PATH="$LIBCLANG_DIR" BINDGEN="$BINDGEN")
+
+if [ $# -gt 0 ]; then
+	names=("$@")
+else
+	mapfile -t names < <(awk '$1 == "name:" { print $2 }' "$LIST")
+fi
+mapfile -t scenarios < <("$HARNESS" list | awk '{ print $1 }')
+
+summary=$OUT/mutants/summary.txt
+mkdir -p "$OUT/mutants"
+: >"$summary"
+survivors=0
+for m in "${names[@]}"; do
+	stage "mutant" "$m"
+	dir=$OUT/mutants/$m
+	rm -rf "$dir"
+	mkdir -p "$dir/src/drivers" "$dir/out"
+	cp "$TOP/Kbuild" "$dir/src/"
+	cp -r "$TOP/drivers/char" "$dir/src/drivers/"
+	cp -r "$TOP/samples" "$dir/src/"
+	if ! python3 "$TOP/tools/testing/mutants/apply.py" "$LIST" "$m" "$dir/src"; then
+		echo "$m	NOT APPLIED" >>"$summary"
+		survivors=$((survivors + 1))
+		continue
+	fi
+	if ! "${KMAKE[@]}" M="$dir/src" MO="$dir/modbuild" modules >"$dir/build.log" 2>&1; then
+		cat "$dir/build.log" >&2
+		echo "$m	DOES NOT BUILD" >>"$summary"
+		survivors=$((survivors + 1))
+		continue
+	fi
+	for f in bzImage virtio_console.ko rust_virtio_rng.ko; do
+		ln -s "$OUT/$f" "$dir/out/$f"
+	done
+	cp "$dir/modbuild/drivers/char/virtio_console_rs/virtio_console_rs.ko" "$dir/out/"
+	caught=""
+	for t in kunit "${scenarios[@]}"; do
+		if ! VCON_OUT=$dir/out "$HARNESS" test --driver rust --only "$t" \
+			>"$dir/$t.txt" 2>&1; then
+			caught="$t: $(grep -m1 '^FAIL' "$dir/$t.txt" | cut -c1-300)"
+			break
+		fi
+	done
+	if [ -n "$caught" ]; then
+		echo "$m	caught by $caught" | tee -a "$summary"
+	else
+		echo "$m	SURVIVED every test" | tee -a "$summary"
+		survivors=$((survivors + 1))
+	fi
+done
+stage_end
+echo "== mutants (also in $summary)"
+cat "$summary"
+[ "$survivors" -eq 0 ] || die "$survivors mutant(s) survived or could not be tested"
