@@ -13,6 +13,7 @@
 LIST=$TOP/tools/testing/mutants/mutants.txt
 HARNESS=$TOP/tools/testing/vcon-harness/target/release/vcon-harness
 [ -x "$HARNESS" ] || die "no harness: run 'make build' first"
+export VCON_VCG=${VCON_VCG:-$TOP/tools/testing/vcon-harness/target/x86_64-unknown-linux-gnu/release/vcg}
 KDIR=$(cat "$CACHE/kdir.path" 2>/dev/null) || die "no kernel tree: run 'make build' first"
 for f in bzImage virtio_console.ko rust_virtio_rng.ko; do
 	[ -f "$OUT/$f" ] || die "$OUT/$f is missing: run 'make build' first"
@@ -58,7 +59,10 @@ for m in "${names[@]}"; do
 	for t in kunit "${scenarios[@]}"; do
 		if ! VCON_OUT=$dir/out "$HARNESS" test --driver rust --only "$t" \
 			>"$dir/$t.txt" 2>&1; then
-			caught="$t: $(grep -m1 '^FAIL' "$dir/$t.txt" | cut -c1-300)"
+			# Only a test's FAIL line counts as a catch; a harness that could not
+			# run the test is an error of this run, not a caught mutant.
+			caught=$(grep -m1 '^FAIL' "$dir/$t.txt" | cut -c1-300) ||
+				die "mutant $m, test $t: the harness failed without a FAIL line (see $dir/$t.txt)"
 			break
 		fi
 	done
