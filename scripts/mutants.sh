@@ -45,7 +45,9 @@ for m in "${names[@]}"; do
 		survivors=$((survivors + 1))
 		continue
 	fi
-	if ! "${KMAKE[@]}" M="$dir/src" MO="$dir/modbuild" modules >"$dir/build.log" 2>&1; then
+	# The tree's lock, as build-kernel.sh takes it: no other checkout rebuilds it meanwhile.
+	if ! flock "$KDIR.lock" "${KMAKE[@]}" M="$dir/src" MO="$dir/modbuild" modules \
+		>"$dir/build.log" 2>&1; then
 		cat "$dir/build.log" >&2
 		echo "$m	DOES NOT BUILD" >>"$summary"
 		survivors=$((survivors + 1))
