@@ -719,6 +719,7 @@ wait_for /dev/vport0p0
     v.push(emergency_write());
     v.push(async_io::sigio());
     v.push(async_io::splice());
+    v.push(async_io::splice_empty());
     v
 }
 

@@ -169,3 +169,35 @@ pub(super) fn splice() -> Scenario {
         timeout: 240,
     }
 }
+
+/// splice() from an empty pipe (write end open) into a port with `SPLICE_F_NONBLOCK`: the C
+/// driver's `splice_write` returns 0 when the pipe is empty, before it looks at the port or the
+/// flags. (Without `SPLICE_F_NONBLOCK` it returns 0 too, where the generic
+/// `iter_file_splice_write` waits for data.)
+pub(super) fn splice_empty() -> Scenario {
+    let mut q = serial(0);
+    q.extend(port(0, 1, "p01", Some("org.test.splice")));
+    Scenario {
+        name: "splice_empty_pipe",
+        about: "splice() from an empty pipe to a port returns 0 as in C",
+        qemu: q,
+        guest: concat!(
+            "load_driver\nwait_for /dev/vport0p1\n",
+            "until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p1; do sleep 0.1; done\n",
+            "vcg splice-empty se /dev/vport0p1\n",
+        ),
+        host: |vm, _| {
+            let _s = vm.connect("p01")?;
+            let mut out = Vec::new();
+            for want in ["blocking-port splice=ok 0", "nonblocking-port splice=ok 0"] {
+                let r = vm.result("se")?;
+                expect_eq(&r, want, "splice from an empty pipe")?;
+                out.push(r);
+            }
+            Ok(out)
+        },
+        rust_only: false,
+        differential: false,
+        timeout: 120,
+    }
+}
