@@ -72,7 +72,7 @@ pub(super) fn sigio() -> Scenario {
     q.extend(port(0, 1, "p01", Some("org.test.sigio")));
     Scenario {
         name: "sigio_fasync",
-        about: "F_SETOWN + O_ASYNC on a port: SIGIO on data and host open/close, none on room, none after O_ASYNC off or close",
+        about: "F_SETOWN + O_ASYNC on a port: SIGIO on data, host open/close and unplug; none on room, after O_ASYNC off or close",
         qemu: q,
         guest: concat!(
             "load_driver\nwait_for /dev/vport0p1\n",
@@ -117,6 +117,9 @@ pub(super) fn sigio() -> Scenario {
             out.push(step(vm, "reopened", "pending=none")?);
             send(&mut s, b"q2")?;
             out.push(step(vm, "closed", "read=q2 signals=none")?);
+            out.push(step(vm, "unplug-armed", "pending=none")?);
+            vm.qmp(r#"{"execute":"device_del","arguments":{"id":"dev-p01"}}"#)?;
+            out.push(step(vm, "unplug", "sig=40/2/0x304/fd=self revents=HUP more=none")?);
             Ok(out)
         },
         rust_only: false,

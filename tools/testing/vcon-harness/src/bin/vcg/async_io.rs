@@ -231,7 +231,8 @@ fn fill(fd: i32, seed: u64) -> Result<(usize, u64), String> {
 
 /// `sigio TAG PATH SEED`: `F_SETOWN` + `O_ASYNC` on the port, then the signals (or none) for
 /// data from the host, room after a full port, the host closing and reopening its end,
-/// `O_ASYNC` cleared, and the file closed and reopened. The host plays along step by step.
+/// `O_ASYNC` cleared, the file closed and reopened, and the port unplugged. The host plays
+/// along step by step.
 pub(super) fn sigio(tag: &str, path: &str, seed: u64) {
     let both = [SIGIO, SIGRT];
     let blocked = sigset(&both);
@@ -336,13 +337,36 @@ pub(super) fn sigio(tag: &str, path: &str, seed: u64) {
         Err(e) => return say(tag, "failed", &format!("reopen-err {}", errno_name(e))),
     };
     say(tag, "reopened", &format!("pending={}", drain(&both, fd)));
-    match read_n(fd, 2) {
-        Ok(data) => say(
+    let r = (|| -> Result<(), String> {
+        let data = read_n(fd, 2)?;
+        say(
             tag,
             "closed",
             &format!("read={data} signals={}", drain(&both, fd)),
-        ),
-        Err(what) => say(tag, "failed", &what),
+        );
+        // The port unplugged under a file with O_ASYNC.
+        let e = |what: &'static str| move |e: i32| format!("{what}-err {}", errno_name(e));
+        // SAFETY: no arguments.
+        fcntl_int(fd, F_SETOWN, unsafe { getpid() }).map_err(e("setown"))?;
+        fcntl_int(fd, F_SETSIG, SIGRT).map_err(e("setsig"))?;
+        set_async(fd, true).map_err(e("async"))?;
+        say(
+            tag,
+            "unplug-armed",
+            &format!("pending={}", drain(&both, fd)),
+        );
+        let sig = wait_signal(&both, WAIT_MS).ok_or("unplug timeout")?;
+        let mask = poll_mask(fd, libc_consts::POLLIN | libc_consts::POLLOUT, 0);
+        let more = drain(&both, fd);
+        say(
+            tag,
+            "unplug",
+            &format!("sig={} revents={mask} more={more}", describe(&sig, fd)),
+        );
+        Ok(())
+    })();
+    if let Err(what) = r {
+        say(tag, "failed", &what);
     }
     // SAFETY: fd is ours.
     unsafe { close(fd) };
