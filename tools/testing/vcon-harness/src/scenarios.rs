@@ -7,6 +7,8 @@
 use crate::vm::{Res, Vm};
 use std::io::{Read, Write};
 
+mod async_io;
+
 /// Which driver a run loads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Driver {
@@ -715,6 +717,9 @@ wait_for /dev/vport0p0
     v.push(getty_login());
     v.push(udev_names());
     v.push(emergency_write());
+    v.push(async_io::sigio());
+    v.push(async_io::splice());
+    v.push(async_io::splice_empty());
     v
 }
 

@@ -5,6 +5,9 @@
 use std::ffi::CString;
 use std::io::Write;
 
+#[path = "vcg/async_io.rs"]
+mod async_io;
+
 fn errno_name(e: i32) -> String {
     let name = match e {
         libc_consts::EAGAIN => "EAGAIN",
@@ -529,6 +532,16 @@ fn main() {
                 println!("@@ {tag} sent {sent} {hs:016x} received {got} {h:016x}");
             });
         }
+        // sigio TAG PATH SEED / splice-in TAG PATH BYTES SEED / splice-out|splice-empty TAG PATH
+        "sigio" => async_io::sigio(&tag, &arg(3), arg(4).parse().unwrap_or(1)),
+        "splice-in" => async_io::splice_in(
+            &tag,
+            &arg(3),
+            arg(4).parse().unwrap_or(0),
+            arg(5).parse().unwrap_or(1),
+        ),
+        "splice-out" => async_io::splice_out(&tag, &arg(3)),
+        "splice-empty" => async_io::splice_empty(&tag, &arg(3)),
         _ => {
             eprintln!(
                 "usage: vcg open|open-twice|read|write|poll|hold-read|send|recv|duplex TAG PATH ..."
