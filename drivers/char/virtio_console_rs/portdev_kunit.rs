@@ -212,6 +212,27 @@ impl Host {
         self.pd()?.find_port(id)
     }
 
+    /// The window size (rows, cols) the hvc core recorded for port `id`'s console, if the
+    /// port is a console.
+    fn window_size(&self, id: u32) -> Option<(u16, u16)> {
+        let pd = self.pd()?;
+        let ports = pd.ports.lock();
+        let size = ports
+            .iter()
+            .find(|e| e.port.id == id)?
+            .console
+            .as_ref()
+            .map(|c| c.window_size());
+        size
+    }
+
+    /// Waits until the driver has handled every config change signalled so far.
+    fn settle_config(&self) {
+        if let Some(pd) = self.pd() {
+            pd.config_work.flush();
+        }
+    }
+
     /// Adds port `id`, opens its host end and then the port itself, as a file would.
     fn open_port(&self, id: u32) -> Result<Arc<Port>> {
         self.send(id, EV_PORT_ADD, 1, &[]);
@@ -404,6 +425,51 @@ mod tests {
         h.dev().config_write(0, &[100, 0, 40, 0]);
         h.dev().config_changed();
         assert!(h.replies().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn multiport_resize_sets_the_console_window_size() -> Result {
+        let h = Host::new(F_MULTIPORT | F_SIZE, 3)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(2, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_CONSOLE_PORT, 1, &[]);
+        assert_eq!(h.window_size(1), Some((0, 0)));
+        // The payload is {cols, rows}.
+        h.send(1, EV_RESIZE, 0, &[100, 0, 40, 0]);
+        assert_eq!(h.window_size(1), Some((40, 100)));
+        h.send(1, EV_RESIZE, 0, &[0x2c, 0x01, 7, 0]);
+        assert_eq!(h.window_size(1), Some((7, 300)));
+        // A short payload changes nothing.
+        h.send(1, EV_RESIZE, 0, &[9, 0, 9]);
+        assert_eq!(h.window_size(1), Some((7, 300)));
+        // A port that is not a console has no window.
+        h.send(2, EV_RESIZE, 0, &[100, 0, 40, 0]);
+        assert_eq!(h.window_size(2), None);
+        Ok(())
+    }
+
+    #[test]
+    fn multiport_resize_without_f_size_leaves_the_window_alone() -> Result {
+        // As in the C driver, RESIZE reaches hvc only if VIRTIO_CONSOLE_F_SIZE was negotiated.
+        let h = Host::new(F_MULTIPORT, 2)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_CONSOLE_PORT, 1, &[]);
+        h.send(1, EV_RESIZE, 0, &[100, 0, 40, 0]);
+        assert_eq!(h.window_size(1), Some((0, 0)));
+        Ok(())
+    }
+
+    #[test]
+    fn single_port_config_size_sets_the_console_window_size() -> Result {
+        // The probe reads {cols 80, rows 25} from the config space.
+        let h = Host::new(F_SIZE, 0)?;
+        assert_eq!(h.window_size(0), Some((25, 80)));
+        // A config change with a new size.
+        h.dev().config_write(0, &[100, 0, 40, 0]);
+        h.dev().config_changed();
+        h.settle_config();
+        assert_eq!(h.window_size(0), Some((40, 100)));
         Ok(())
     }
 
