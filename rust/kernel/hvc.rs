@@ -191,6 +191,17 @@ impl<T: Operations> Registration<T> {
             unsafe { bindings::hvc_resize(self.hp.as_ptr(), rows, cols) };
         }
     }
+
+    /// The window size the hvc core last recorded for the tty (`hp->ws`), as (rows, cols).
+    ///
+    /// The core applies it to the tty when one is open; this reads what it recorded.
+    pub fn window_size(&self) -> (u16, u16) {
+        let (mut rows, mut cols) = (0u16, 0u16);
+        // SAFETY: By the type invariant `hp` is live; the helper reads `hp->ws` under
+        // `hp->lock`, which `__hvc_resize` callers hold when they write it.
+        unsafe { bindings::hvc_get_winsize(self.hp.as_ptr(), &mut rows, &mut cols) };
+        (rows, cols)
+    }
 }
 
 impl<T: Operations> Drop for Registration<T> {

@@ -212,6 +212,27 @@ impl Host {
         self.pd()?.find_port(id)
     }
 
+    /// The window size (rows, cols) the hvc core recorded for port `id`'s console, if the
+    /// port is a console.
+    fn window_size(&self, id: u32) -> Option<(u16, u16)> {
+        let pd = self.pd()?;
+        let ports = pd.ports.lock();
+        let size = ports
+            .iter()
+            .find(|e| e.port.id == id)?
+            .console
+            .as_ref()
+            .map(|c| c.window_size());
+        size
+    }
+
+    /// Waits until the driver has handled every config change signalled so far.
+    fn settle_config(&self) {
+        if let Some(pd) = self.pd() {
+            pd.config_work.flush();
+        }
+    }
+
     /// Adds port `id`, opens its host end and then the port itself, as a file would.
     fn open_port(&self, id: u32) -> Result<Arc<Port>> {
         self.send(id, EV_PORT_ADD, 1, &[]);
@@ -404,6 +425,51 @@ mod tests {
         h.dev().config_write(0, &[100, 0, 40, 0]);
         h.dev().config_changed();
         assert!(h.replies().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn multiport_resize_sets_the_console_window_size() -> Result {
+        let h = Host::new(F_MULTIPORT | F_SIZE, 3)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(2, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_CONSOLE_PORT, 1, &[]);
+        assert_eq!(h.window_size(1), Some((0, 0)));
+        // The payload is {cols, rows}.
+        h.send(1, EV_RESIZE, 0, &[100, 0, 40, 0]);
+        assert_eq!(h.window_size(1), Some((40, 100)));
+        h.send(1, EV_RESIZE, 0, &[0x2c, 0x01, 7, 0]);
+        assert_eq!(h.window_size(1), Some((7, 300)));
+        // A short payload changes nothing.
+        h.send(1, EV_RESIZE, 0, &[9, 0, 9]);
+        assert_eq!(h.window_size(1), Some((7, 300)));
+        // A port that is not a console has no window.
+        h.send(2, EV_RESIZE, 0, &[100, 0, 40, 0]);
+        assert_eq!(h.window_size(2), None);
+        Ok(())
+    }
+
+    #[test]
+    fn multiport_resize_without_f_size_leaves_the_window_alone() -> Result {
+        // As in the C driver, RESIZE reaches hvc only if VIRTIO_CONSOLE_F_SIZE was negotiated.
+        let h = Host::new(F_MULTIPORT, 2)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_CONSOLE_PORT, 1, &[]);
+        h.send(1, EV_RESIZE, 0, &[100, 0, 40, 0]);
+        assert_eq!(h.window_size(1), Some((0, 0)));
+        Ok(())
+    }
+
+    #[test]
+    fn single_port_config_size_sets_the_console_window_size() -> Result {
+        // The probe reads {cols 80, rows 25} from the config space.
+        let h = Host::new(F_SIZE, 0)?;
+        assert_eq!(h.window_size(0), Some((25, 80)));
+        // A config change with a new size.
+        h.dev().config_write(0, &[100, 0, 40, 0]);
+        h.dev().config_changed();
+        h.settle_config();
+        assert_eq!(h.window_size(0), Some((40, 100)));
         Ok(())
     }
 
@@ -1056,115 +1122,6 @@ mod tests {
     }
 }
 
-#[kunit_tests(virtio_console_rs_fake_random)]
-mod random {
-    use super::*;
-
-    /// Number of ports the random device has; ids up to two beyond are sent too.
-    const MAX_PORTS: u32 = 6;
-
-    /// A seeded random mix of valid, duplicate, out-of-order and malformed control messages
-    /// and data buffers. The driver's port table must match a model of what a correct driver
-    /// does, consoles must keep distinct vtermnos, and nothing may crash, hang, warn or leak.
-    #[test]
-    fn seeded_random_control_and_data() -> Result {
-        let seed = crate::module_parameters::fake_seed.value();
-        let total = crate::module_parameters::fake_messages.value();
-        let h = Host::new(F_MULTIPORT | F_SIZE, MAX_PORTS)?;
-        let mut rng = Rng::new(seed);
-        let mut present = [false; MAX_PORTS as usize];
-        let mut sent = 0u64;
-        while sent < total {
-            // A batch of messages, then one interrupt, as a host would.
-            let batch = 1 + rng.below(16);
-            for _ in 0..batch {
-                let id = rng.below(MAX_PORTS + 2);
-                let kind = rng.below(100);
-                let (event, value, payload): (u16, u16, &[u8]) = match kind {
-                    0..=9 => (EV_PORT_ADD, 1, &[]),
-                    10..=17 => (EV_PORT_REMOVE, 0, &[]),
-                    18..=22 => (EV_CONSOLE_PORT, 1, &[]),
-                    23..=42 => (EV_PORT_OPEN, (rng.below(2)) as u16, &[]),
-                    43..=57 => (EV_PORT_NAME, 1, b"org.test.random\0"),
-                    58..=62 => (EV_PORT_NAME, 1, &[]),
-                    63..=77 => (EV_RESIZE, 0, &[80, 0, 25, 0]),
-                    78..=82 => (EV_RESIZE, 0, &[1]),
-                    83..=87 => (rng.below(0x10000) as u16, rng.below(3) as u16, &[]),
-                    _ => (EV_PORT_OPEN, 1, &[]),
-                };
-                let m = msg(id, event, value, payload);
-                let used = match rng.below(20) {
-                    0 => rng.below(9),
-                    1 => u32::MAX,
-                    _ => m.len() as u32,
-                };
-                if !h.post_raw(&m, used) {
-                    break;
-                }
-                sent += 1;
-                if used < 8 || (id as usize) >= present.len() {
-                    continue;
-                }
-                match event {
-                    EV_PORT_ADD => present[id as usize] = true,
-                    EV_PORT_REMOVE => present[id as usize] = false,
-                    _ => {}
-                }
-            }
-            h.dev().interrupt(C_IVQ);
-            // Data for a random port, with a random used length.
-            let id = rng.below(MAX_PORTS);
-            let used = match rng.below(8) {
-                0 => 0,
-                1 => u32::MAX,
-                _ => rng.below(RX_BUF_SIZE as u32 + 1),
-            };
-            let _ = h.to_port(id, b"random data", used);
-            h.settle();
-            h.replies();
-            // Console output from time to time; the host consumes it.
-            if rng.below(4) == 0 {
-                if let Some(p) = h.port(rng.below(MAX_PORTS)) {
-                    let _ = p.console_put(b"out");
-                }
-                for id in 0..MAX_PORTS {
-                    let (_, tx) = control::port_queues(id);
-                    while let Ok(t) = h.dev().take(tx, &mut [], &[]) {
-                        let _ = h.dev().complete(tx, t.head, 0);
-                    }
-                    h.dev().interrupt(tx);
-                }
-            }
-            // The table matches the model after every batch.
-            let ids = h.port_ids();
-            for (id, &want) in present.iter().enumerate() {
-                assert_eq!(ids.contains(&(id as u32)), want);
-            }
-            assert_eq!(h.dev().pending(C_IVQ), QSIZE);
-        }
-        // Consoles hold distinct vtermnos from 1.
-        let mut seen = KVec::new();
-        for id in h.port_ids().iter() {
-            if let Some(p) = h.port(*id) {
-                let v = p.state.lock().vtermno;
-                if v != 0 {
-                    assert!(!seen.contains(&v));
-                    seen.push(v, GFP_KERNEL)?;
-                }
-            }
-        }
-        pr_info!(
-            "fake_random: seed {:#x}, {} messages, {} ports and {} consoles at the end\n",
-            seed,
-            sent,
-            h.port_ids().len(),
-            seen.len()
-        );
-        // Removing the device frees every vtermno: the next one is 1 again.
-        let ctx = h.ctx.clone();
-        drop(h);
-        let first = Ida::alloc_min(&ctx.globals.vtermnos, 1)?;
-        assert_eq!(first.id(), 1);
-        Ok(())
-    }
-}
+/// The random run, checked against a model of the protocol.
+#[path = "portdev_random_kunit.rs"]
+mod random;

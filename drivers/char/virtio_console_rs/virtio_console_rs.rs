@@ -22,6 +22,8 @@ mod fifo;
 mod file;
 mod port;
 mod portdev;
+#[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
+mod protocol_model;
 mod ratelimit;
 mod tx_pool;
 
