@@ -23,13 +23,6 @@ if [ "$PROFILE" = debug ]; then
 elif [ "$PROFILE" != default ]; then
 	die "VCON_PROFILE must be default or debug"
 fi
-# A deliberately broken driver (drivers/char/virtio_console_rs/Kbuild) never lands in the
-# normal output directory.
-if [ -n "${VCON_MUTANT:-}" ]; then
-	OUT=$OUT/mutant-$VCON_MUTANT
-	mkdir -p "$OUT"
-	export VCON_MUTANT
-fi
 KDIR=$CACHE/build/$key$suffix
 KMAKE=(make -C "$KDIR" -j"$(($(nproc) + 1))" -s
 	RUST_LIB_SRC="$(RUST_SRC_DIR)" LIBCLANG_PATH="$LIBCLANG_DIR" BINDGEN="$BINDGEN")

@@ -379,9 +379,6 @@ impl PortsDevice {
         }
         let cols = vdev.config_read_u16(CONFIG_COLS);
         let rows = vdev.config_read_u16(CONFIG_ROWS);
-        // Test builds only (see Kbuild): rows and cols swapped.
-        #[cfg(vcon_mutant = "resize_swapped")]
-        let (rows, cols) = (cols, rows);
         let ports = self.ports.lock();
         if let Some(console) = ports
             .iter()
@@ -498,10 +495,6 @@ impl PortsDevice {
                 }
             }
             HostMessage::PortRemove { id } => {
-                // Test builds only (see Kbuild): the removal is ignored.
-                if cfg!(vcon_mutant = "remove_ignored") {
-                    return;
-                }
                 let entry = {
                     let mut ports = self.ports.lock();
                     let pos = ports.iter().position(|e| e.port.id == id);
@@ -521,9 +514,6 @@ impl PortsDevice {
                 }
             }
             HostMessage::Resize { id, cols, rows } => {
-                // Test builds only (see Kbuild): rows and cols swapped.
-                #[cfg(vcon_mutant = "resize_swapped")]
-                let (rows, cols) = (cols, rows);
                 let ports = self.ports.lock();
                 let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
                     drop(ports);
@@ -698,9 +688,7 @@ impl PortsDevice {
         let Some(port) = self.find_port(id) else {
             return self.unknown_port(id);
         };
-        // Test builds only (see Kbuild): a second name replaces the first.
-        let keep_first = !cfg!(vcon_mutant = "name_twice");
-        if keep_first && port.state.lock().name.is_some() {
+        if port.state.lock().name.is_some() {
             // The host sends the name again after a restore; keep the first.
             return;
         }
