@@ -123,6 +123,12 @@ pub trait FileOperations: Sized + 'static {
     /// What a [`Cdev`] hands to `open`.
     type OpenData: Send + Sync + 'static;
 
+    /// Whether `splice(2)` from an empty pipe to the file returns 0 at once (end of input), even
+    /// while the pipe still has writers, instead of waiting for data (or failing with `EAGAIN`
+    /// under `SPLICE_F_NONBLOCK`) as `iter_file_splice_write()` does. Drivers that replace a C
+    /// driver with that behaviour (the virtio console's `port_fops_splice_write`) set it.
+    const SPLICE_EMPTY_PIPE_ENDS: bool = false;
+
     /// The per-file object stored in `file->private_data`.
     type Ptr: ForeignOwnable + Send + Sync;
 
@@ -297,10 +303,12 @@ impl<T: FileOperations> FopsVTable<T> {
         } else {
             None
         },
-        splice_write: if T::HAS_WRITE {
-            Some(bindings::iter_file_splice_write)
-        } else {
+        splice_write: if !T::HAS_WRITE {
             None
+        } else if T::SPLICE_EMPTY_PIPE_ENDS {
+            Some(Self::splice_write_empty_ends)
+        } else {
+            Some(bindings::iter_file_splice_write)
         },
         poll: if T::HAS_POLL { Some(Self::poll) } else { None },
         fasync: if T::HAS_FASYNC {
@@ -311,6 +319,36 @@ impl<T: FileOperations> FopsVTable<T> {
         owner: crate::module::this_module::<T::OwnerModule>().as_ptr(),
         ..pin_init::zeroed()
     };
+
+    /// `splice_write` for [`FileOperations::SPLICE_EMPTY_PIPE_ENDS`]: 0 for an empty pipe,
+    /// otherwise `iter_file_splice_write()`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the VFS (`do_splice_from`) with the arguments of a `splice_write` call on a file
+    /// of ours.
+    unsafe extern "C" fn splice_write_empty_ends(
+        pipe: *mut bindings::pipe_inode_info,
+        file: *mut bindings::file,
+        ppos: *mut bindings::loff_t,
+        len: usize,
+        flags: c_uint,
+    ) -> isize {
+        // SAFETY: The VFS holds a reference to `pipe` for the whole call; `pipe_lock` takes its
+        // mutex, which `pipe_is_empty` needs for a stable answer, and `pipe_unlock` drops it.
+        let empty = unsafe {
+            bindings::pipe_lock(pipe);
+            let empty = bindings::pipe_is_empty(pipe);
+            bindings::pipe_unlock(pipe);
+            empty
+        };
+        if empty {
+            return 0;
+        }
+        // SAFETY: The VFS's own arguments, passed on unchanged to the generic implementation
+        // that `splice_write` would otherwise point at.
+        unsafe { bindings::iter_file_splice_write(pipe, file, ppos, len, flags) }
+    }
 
     /// # Safety
     ///

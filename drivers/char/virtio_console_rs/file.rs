@@ -19,6 +19,8 @@ pub(crate) struct PortFile;
 impl FileOperations for PortFile {
     type OpenData = Port;
     type Ptr = Arc<Port>;
+    // `splice(2)` from an empty pipe returns 0, as the C driver's does.
+    const SPLICE_EMPTY_PIPE_ENDS: bool = true;
 
     fn open(port: &Arc<Port>, _file: &File) -> Result<Arc<Port>> {
         port.open()?;
