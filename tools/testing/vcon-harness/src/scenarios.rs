@@ -1094,25 +1094,6 @@ pub fn guest_agent() -> Scenario {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_round_trip() {
-        assert_eq!(b64_encode(b"foob"), "Zm9vYg==");
-        for n in 0..10 {
-            let d: Vec<u8> = (0..n).map(|i| i as u8 * 37).collect();
-            assert_eq!(b64_decode(&b64_encode(&d)).unwrap(), d);
-        }
-        assert_eq!(json_int(r#"{"return": 1000}"#, "return"), Some(1000));
-        assert_eq!(
-            json_str(r#"{"a": "x", "kernel-release": "7.3.4"}"#, "kernel-release"),
-            Some("7.3.4")
-        );
-    }
-}
-
 /// Reads from `s` until `pat` appears; returns everything read.
 fn read_until(s: &mut std::os::unix::net::UnixStream, pat: &str, what: &str) -> Res<String> {
     let mut acc = Vec::new();
@@ -1246,5 +1227,24 @@ pub fn emergency_write() -> Scenario {
         rust_only: true,
         differential: false,
         timeout: 120,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trip() {
+        assert_eq!(b64_encode(b"foob"), "Zm9vYg==");
+        for n in 0..10 {
+            let d: Vec<u8> = (0..n).map(|i: u8| i.wrapping_mul(37)).collect();
+            assert_eq!(b64_decode(&b64_encode(&d)).unwrap(), d);
+        }
+        assert_eq!(json_int(r#"{"return": 1000}"#, "return"), Some(1000));
+        assert_eq!(
+            json_str(r#"{"a": "x", "kernel-release": "7.3.4"}"#, "kernel-release"),
+            Some("7.3.4")
+        );
     }
 }
