@@ -397,6 +397,7 @@ fn main() {
             });
         }
         // bench-h2g TAG PATH TOTAL: announce, then read TOTAL bytes; time from the first byte.
+        // A read error ends the run with `@@ TAG err ERRNO after BYTES`.
         "bench-h2g" => {
             let total: usize = arg(4).parse().unwrap_or(1 << 20);
             with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
@@ -417,7 +418,10 @@ fn main() {
                             got += n;
                         }
                         Err(e) if e == libc_consts::EINTR => {}
-                        Err(_) => break,
+                        Err(e) => {
+                            println!("@@ {tag} err {} after {got}", errno_name(e));
+                            return;
+                        }
                     }
                 }
                 let ns = t0.map_or(0, |t| t.elapsed().as_nanos());
