@@ -520,7 +520,9 @@ fn run_profile(env: &Env, t: &mut Tally, drivers: &[Driver], only: Option<&str>,
             }
         }
         if s.differential && outputs.len() == 2 {
-            let r = if outputs[0].1 == outputs[1].1 {
+            let r = if outputs[0].1.is_empty() {
+                Err("a differential scenario returned nothing to compare".into())
+            } else if outputs[0].1 == outputs[1].1 {
                 Ok(())
             } else {
                 let diff: Vec<String> = outputs[0]

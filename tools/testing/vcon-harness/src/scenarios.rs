@@ -415,10 +415,11 @@ pub fn all() -> Vec<Scenario> {
             vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtconsole","bus":"vser2.0","nr":2,"chardev":"cnew","id":"dev-cnew"}}"#)?;
             let new = vm.result("new")?;
             expect_eq(&new, &vts[1], "the new console reuses the freed vtermno")?;
-            Ok(vec![format!("reused {}", new == vts[1])])
+            // Which device gets which vtermno depends on probe order: nothing to compare.
+            Ok(vec![])
         },
         rust_only: false,
-        differential: true,
+        differential: false,
         timeout: 150,
     });
 
@@ -446,10 +447,10 @@ pub fn all() -> Vec<Scenario> {
             s.write_all(b"from-host\n").map_err(|e| e.to_string())?;
             let got = vm.result("hvcin")?;
             expect_eq(&got, "from-host", "console input")?;
-            Ok(vec![got])
+            Ok(vec![])
         },
         rust_only: false,
-        differential: true,
+        differential: false,
         timeout: 120,
     });
 
@@ -651,6 +652,8 @@ wait_for /dev/vport0p0
             "echo \"@@ nodes-after $(ls /dev | grep -c vport)\"\n",
             "load_driver\nwait_for /dev/vport0p1\nwait_for /sys/class/virtio-ports/vport0p1/name\n",
             "echo \"@@ reloaded $(cat /sys/class/virtio-ports/vport0p1/name)\"\n",
+            "wait_for /sys/kernel/debug/virtio-ports/vport0p0\nsleep 0.5\n",
+            "dump reloaded\n",
             "rmmod $MOD; echo \"@@ rmmod2 $?\"\n"
         ),
         host: |vm, _| {
@@ -660,12 +663,12 @@ wait_for /dev/vport0p0
                 ("rmmod", "0"),
                 ("nodes-after", "0"),
                 ("reloaded", "org.test.unload"),
-                ("rmmod2", "0"),
             ] {
-                let got = vm.result(tag)?;
-                expect_eq(&got, want, tag)?;
-                out.push(format!("{tag} {got}"));
+                expect_eq(&vm.result(tag)?, want, tag)?;
             }
+            // Compared between the drivers: the nodes, names and debugfs text after a reload.
+            out.extend(vm.block("reloaded")?);
+            expect_eq(&vm.result("rmmod2")?, "0", "rmmod2")?;
             Ok(out)
         },
         rust_only: false,
@@ -1151,10 +1154,10 @@ pub fn guest_agent() -> Scenario {
             vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"end","backend":{"type":"null","data":{}}}}"#)?;
             vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":2,"chardev":"end","id":"port-end"}}"#)?;
             expect_eq(&vm.result("qga-end")?, "/tmp/qga-done", "guest saw the end")?;
-            Ok(vec!["qga ok".into()])
+            Ok(vec![])
         },
         rust_only: false,
-        differential: true,
+        differential: false,
         timeout: 180,
     }
 }
@@ -1214,10 +1217,10 @@ pub fn getty_login() -> Scenario {
             s.write_all(b"echo HELLO-$((6*7)); id -u > /tmp/login-done\n").map_err(|e| e.to_string())?;
             read_until(&mut s, "HELLO-42", "command output")?;
             expect_eq(&vm.result("login-end")?, "0", "logged in as root")?;
-            Ok(vec!["login ok".into()])
+            Ok(vec![])
         },
         rust_only: false,
-        differential: true,
+        differential: false,
         timeout: 180,
     }
 }
@@ -1250,10 +1253,10 @@ pub fn udev_names() -> Scenario {
             vm.qmp(r#"{"execute":"chardev-add","arguments":{"id":"late","backend":{"type":"null","data":{}}}}"#)?;
             vm.qmp(r#"{"execute":"device_add","arguments":{"driver":"virtserialport","bus":"vser0.0","nr":3,"chardev":"late","id":"dev-late","name":"org.test.late"}}"#)?;
             expect_eq(&vm.result("hotlink")?, "../vport0p3", "symlink of the hotplugged port")?;
-            Ok(vec!["udev ok".into()])
+            Ok(vec![])
         },
         rust_only: false,
-        differential: true,
+        differential: false,
         timeout: 180,
     }
 }
