@@ -1280,6 +1280,11 @@ pub fn emergency_write() -> Scenario {
         host: |vm, _| {
             let mut s = vm.connect("con0")?;
             vm.result("panicking")?;
+            // The crash is the one asked for (the harness also checks the kernel log before
+            // and after this line: no trouble but the panic itself).
+            vm.wait_line("the sysrq line on the serial console", |l| {
+                l.contains(crate::vm::SYSRQ_CRASH).then_some(())
+            })?;
             // The newest 1 KiB of the log: the panic message, or with a verbose (debug) kernel
             // the end of the panic report.
             let got = read_until(

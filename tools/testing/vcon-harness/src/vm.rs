@@ -330,9 +330,23 @@ impl Vm {
     }
 
     /// Waits for the guest to finish (`@@DONE` then power-off) and returns the whole log.
-    pub fn finish(mut self) -> Res<Vec<String>> {
-        self.wait_line("@@DONE", |l| (l.trim() == "@@DONE").then_some(()))?;
-        Ok(self.drain())
+    pub fn finish(self) -> Res<Vec<String>> {
+        let (log, done) = self.finish_keeping_log();
+        done.map(|()| log)
+    }
+
+    /// Waits for the guest to finish (`@@DONE` then power-off); returns the whole log in any
+    /// case, and whether the end marker came (an error if the guest hung, crashed or ended
+    /// before it).
+    pub fn finish_keeping_log(mut self) -> (Vec<String>, Res<()>) {
+        match self.wait_line("@@DONE", |l| (l.trim() == "@@DONE").then_some(())) {
+            Ok(()) => (self.drain(), Ok(())),
+            Err(e) => {
+                // Lines still in flight from the reader thread.
+                std::thread::sleep(Duration::from_millis(300));
+                (self.log_lines(), Err(e))
+            }
+        }
     }
 
     /// After `@@DONE`: lets QEMU exit and returns the whole log.
@@ -389,4 +403,25 @@ pub fn kernel_trouble(log: &[String]) -> Vec<String> {
         .filter(|l| BAD.iter().any(|b| l.contains(b)))
         .cloned()
         .collect()
+}
+
+/// The line the kernel prints when `echo c > /proc/sysrq-trigger` starts a crash on purpose.
+pub const SYSRQ_CRASH: &str = "sysrq: Trigger a crash";
+
+/// For a run that panics on purpose with sysrq `c`: the kernel trouble other than that panic.
+/// The sysrq line must be in the log; everything before it is checked like any run, and
+/// after it only the panic's own lines (`Kernel panic - not syncing: sysrq triggered crash`)
+/// are expected.
+pub fn trouble_besides_sysrq_crash(log: &[String]) -> Res<Vec<String>> {
+    let at = log
+        .iter()
+        .position(|l| l.contains(SYSRQ_CRASH))
+        .ok_or_else(|| format!("no {SYSRQ_CRASH:?} line in the guest's log"))?;
+    let mut trouble = kernel_trouble(&log[..at]);
+    trouble.extend(
+        kernel_trouble(&log[at + 1..])
+            .into_iter()
+            .filter(|l| !l.contains("Kernel panic - not syncing: sysrq triggered crash")),
+    );
+    Ok(trouble)
 }
