@@ -60,7 +60,9 @@ echo "@@cmdline $(cat /proc/cmdline)"
 echo "@@BOOTED"
 if [ -f /scenario.sh ]; then . /scenario.sh; fi
 if [ -e /sys/kernel/debug/kmemleak ]; then
-    sleep 1
+    # kmemleak reports only objects older than 5 s (MSECS_MIN_AGE): wait that out, so what
+    # the last seconds leaked (the final rmmod) is reported too.
+    sleep 6
     echo scan > /sys/kernel/debug/kmemleak
     echo scan > /sys/kernel/debug/kmemleak
     cat /sys/kernel/debug/kmemleak | head -n 60
