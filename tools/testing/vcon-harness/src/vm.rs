@@ -425,3 +425,36 @@ pub fn trouble_besides_sysrq_crash(log: &[String]) -> Res<Vec<String>> {
     );
     Ok(trouble)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn only_the_intended_panic_is_expected() {
+        let clean = log(&[
+            "[    1.0] virtio_console_rs: loaded",
+            "[    1.2] sysrq: Trigger a crash",
+            "[    1.2] Kernel panic - not syncing: sysrq triggered crash",
+            "[    1.3] Kernel Offset: disabled",
+        ]);
+        assert_eq!(trouble_besides_sysrq_crash(&clean), Ok(vec![]));
+        // Trouble before the crash, or another problem after it, is reported.
+        let mut before = clean.clone();
+        before.insert(
+            1,
+            "[    1.1] WARNING: CPU: 0 PID: 1 at drivers/x.c:1".into(),
+        );
+        assert_eq!(trouble_besides_sysrq_crash(&before).map(|t| t.len()), Ok(1));
+        let mut after = clean.clone();
+        after.push("[    1.4] BUG: KFENCE: use-after-free read".into());
+        assert_eq!(trouble_besides_sysrq_crash(&after).map(|t| t.len()), Ok(1));
+        // A panic that is not the one asked for.
+        let other = log(&["[    1.2] Kernel panic - not syncing: Fatal exception"]);
+        assert!(trouble_besides_sysrq_crash(&other).is_err());
+    }
+}
