@@ -1295,6 +1295,36 @@ pub fn emergency_write() -> Scenario {
             check(got.contains("Kernel panic") || got.contains("RIP:"), || {
                 format!("no panic report in {got:?}")
             })?;
+            // What came through emerg_wr is the newest part of the kernel log: from the sysrq
+            // line on (or from its first whole line, when a debug kernel's longer report
+            // leaves only its end in the 1 KiB) it is, line for line, what the serial console
+            // printed up to the end of the panic report (the serial console shows no
+            // KERN_INFO lines, so earlier lines cannot be compared).
+            vm.wait_line("the end of the panic report on the serial console", |l| {
+                l.contains("Kernel Offset: disabled").then_some(())
+            })?;
+            let kernel: Vec<String> = vm
+                .log_lines()
+                .into_iter()
+                .map(|l| l.trim_end().to_string())
+                .filter(|l| l.starts_with('['))
+                .collect();
+            let end = kernel
+                .iter()
+                .position(|l| l.contains("Kernel Offset: disabled"))
+                .ok_or("no end of the panic report on the serial console")?;
+            let lines: Vec<&str> = got.lines().skip(1).map(str::trim_end).collect();
+            let from = lines
+                .iter()
+                .position(|l| l.contains(crate::vm::SYSRQ_CRASH))
+                .unwrap_or(0);
+            let tail = &lines[from..];
+            check(
+                !tail.is_empty()
+                    && end + 1 >= tail.len()
+                    && kernel[end + 1 - tail.len()..=end] == tail[..],
+                || format!("emerg_wr sent {tail:?}, not the end of the kernel log"),
+            )?;
             Ok(vec![PANIC_EXPECTED.into()])
         },
         rust_only: true,
