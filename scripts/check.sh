@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Static checks of the project's code: rustfmt, the driver contains no `unsafe`, clippy on
-# the kernel crate and the modules, checkpatch on the C helpers. Any finding fails.
+# the kernel crate and the modules, checkpatch on the C helpers, and the host tools'
+# (tools/testing/*) unit tests, rustfmt and clippy. Any finding fails.
 
 . "$(dirname "$0")/lib.sh"
 KDIR=$(cat "$CACHE/kdir.path")
@@ -77,6 +78,27 @@ else
 	rm -f "$log"
 fi
 
+stage check-host-tools "host tools: cargo test, cargo fmt --check, cargo clippy -D warnings"
+for crate in "$TOP"/tools/testing/vcon-harness "$TOP"/tools/testing/vcon-tcg-profile; do
+	name=${crate##*/}
+	if ! (cd "$crate" && cargo fmt --check >/dev/null); then
+		(cd "$crate" && cargo fmt --check | head -40) >&2
+		echo "$name: rustfmt: run 'cargo fmt' in $crate" >&2
+		fail=1
+	fi
+	if ! (cd "$crate" && cargo clippy -q --all-targets -- -D warnings); then
+		echo "$name: clippy found the above" >&2
+		fail=1
+	fi
+	log=$(mktemp)
+	if ! (cd "$crate" && cargo test -q --all-targets) >"$log" 2>&1; then
+		tail -40 "$log" >&2
+		echo "$name: cargo test failed" >&2
+		fail=1
+	fi
+	rm -f "$log"
+done
+
 stage check-modalias "module aliases: virtio_console_rs.ko has the C driver's"
 c_alias=$(modinfo -F alias "$OUT/virtio_console.ko" | sort)
 rs_alias=$(modinfo -F alias "$OUT/virtio_console_rs.ko" | sort)
@@ -94,4 +116,4 @@ if [ "$fail" -ne 0 ]; then
 	echo "checks: FAILED" >&2
 	exit 1
 fi
-echo "checks: rustfmt, no-unsafe, checkpatch, clippy, rustdoc and module aliases clean" >&2
+echo "checks: rustfmt, no-unsafe, checkpatch, clippy, rustdoc, module aliases and host tools clean" >&2

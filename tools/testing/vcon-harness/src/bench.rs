@@ -154,7 +154,17 @@ fn run_once(cfg: &VmConfig) -> Res<Sample> {
             h2g.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
             left -= n;
         }
-        let (bytes, ns, cpu) = parse3(&vm.result(&format!("h2g-{size}"))?)?;
+        let r = vm.result(&format!("h2g-{size}"))?;
+        if r.starts_with("err ") {
+            return Err(format!("h2g-{size}: the guest's read failed: {r}"));
+        }
+        let (bytes, ns, cpu) = parse3(&r)?;
+        // The rate is of what the host sent: the guest must have read all of it.
+        if bytes as usize != total {
+            return Err(format!(
+                "h2g-{size}: the guest read {bytes} bytes, the host sent {total}"
+            ));
+        }
         out.insert(format!("h2g_{size}"), bytes / (ns / 1e9) / 1048576.0);
         out.insert(
             format!("h2g_cpu_{size}"),

@@ -15,6 +15,7 @@ mod initramfs;
 mod ktap;
 mod profile;
 mod scenarios;
+mod selftest;
 mod vm;
 
 use scenarios::{Driver, Scenario};
@@ -55,10 +56,13 @@ if [ -e /sys/kernel/debug/kmemleak ]; then
     echo scan > /sys/kernel/debug/kmemleak
     echo clear > /sys/kernel/debug/kmemleak
 fi
+echo "@@cmdline $(cat /proc/cmdline)"
 echo "@@BOOTED"
 if [ -f /scenario.sh ]; then . /scenario.sh; fi
 if [ -e /sys/kernel/debug/kmemleak ]; then
-    sleep 1
+    # kmemleak reports only objects older than 5 s (MSECS_MIN_AGE): wait that out, so what
+    # the last seconds leaked (the final rmmod) is reported too.
+    sleep 6
     echo scan > /sys/kernel/debug/kmemleak
     echo scan > /sys/kernel/debug/kmemleak
     cat /sys/kernel/debug/kmemleak | head -n 60
@@ -301,10 +305,13 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
     let cfg = VmConfig {
         kernel: env.out.join("bzImage"),
         initrds: vec![env.base_initrd.clone(), extra],
-        cmdline: vec![
-            format!("vcon_driver={}", driver.name()),
-            "kunit.enable=0".into(),
-        ],
+        cmdline: with_extra_cmdline(
+            env,
+            vec![
+                format!("vcon_driver={}", driver.name()),
+                "kunit.enable=0".into(),
+            ],
+        ),
         qemu_args: s.qemu.clone(),
         accel: env.accel,
         timeout: Duration::from_secs(s.timeout),
@@ -316,21 +323,18 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
         (s.host)(&mut vm, driver)
     })();
     let panicked = matches!(&result, Ok(o) if o.iter().any(|l| l == scenarios::PANIC_EXPECTED));
-    let log = match result {
+    // The log is kept whatever happened: after a panic on purpose, after an error of the host
+    // side, and when the guest crashes or hangs before its end marker.
+    let (log, finished) = match result {
         Ok(_) if panicked => {
             std::thread::sleep(Duration::from_millis(500));
-            vm.log_lines()
+            (vm.log_lines(), Ok(()))
         }
-        Ok(_) => vm.finish().unwrap_or_default(),
+        Ok(_) => vm.finish_keeping_log(),
         Err(_) => {
             std::thread::sleep(Duration::from_millis(300));
-            vm.log_lines()
+            (vm.log_lines(), Ok(()))
         }
-    };
-    let trouble = if panicked {
-        vec![]
-    } else {
-        vm::kernel_trouble(&log)
     };
     let saved = env.out.join("logs");
     let _ = std::fs::create_dir_all(&saved);
@@ -339,10 +343,46 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
         log.join("\n"),
     );
     let out = result?;
+    let trouble = if panicked {
+        vm::trouble_besides_sysrq_crash(&log)?
+    } else {
+        vm::kernel_trouble(&log)
+    };
+    if let Err(e) = finished {
+        return Err(format!(
+            "{}: {e}; kernel: {trouble:?}",
+            selftest::NOT_FINISHED
+        ));
+    }
     if !trouble.is_empty() {
         return Err(format!("kernel reported problems: {trouble:?}"));
     }
+    check_cmdline(env, &log)?;
     Ok(out)
+}
+
+/// The guest's `/proc/cmdline` (the `@@cmdline` line init prints) must hold every word of the
+/// profile's command line: the debug profile's SLUB debugging and KFENCE options.
+fn check_cmdline(env: &Env, log: &[String]) -> Res<()> {
+    let words = cmdline_of(log).ok_or("the guest printed no @@cmdline line")?;
+    for want in &env.cmdline {
+        if !words.iter().any(|w| w == want) {
+            return Err(format!(
+                "the guest booted without {want:?}: /proc/cmdline is {:?}",
+                words.join(" ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The words of the guest's `/proc/cmdline`, from the `@@cmdline` line of its log.
+fn cmdline_of(log: &[String]) -> Option<Vec<String>> {
+    log.iter().find_map(|l| {
+        l.trim_start_matches('\r')
+            .strip_prefix("@@cmdline ")
+            .map(|c| c.split_whitespace().map(String::from).collect())
+    })
 }
 
 /// Boots with KUnit enabled, loads the driver so its suites run too, and parses KTAP.
@@ -388,6 +428,7 @@ fn run_kunit(env: &Env) -> Res<ktap::Summary> {
     if !trouble.is_empty() {
         return Err(format!("kernel reported problems: {trouble:?}"));
     }
+    check_cmdline(env, &log)?;
     Ok(summary)
 }
 
@@ -456,41 +497,51 @@ fn cmd_test(args: &[String]) -> Res<bool> {
         return Err("--debug-only needs VCON_DEBUG_OUT (use make test-debug)".into());
     };
     println!("accelerator: {}", first.accel.name());
-    for env in &profiles {
-        run_profile(env, &mut t, &drivers, only.as_deref(), kunit);
+    for (i, env) in profiles.iter().enumerate() {
+        // The harness's self-check runs once, with the first profile.
+        run_profile(env, &mut t, &drivers, only.as_deref(), kunit, i == 0);
     }
     println!("{} passed, {} failed", t.passed, t.failed.len());
     Ok(t.failed.is_empty())
 }
 
-fn run_profile(env: &Env, t: &mut Tally, drivers: &[Driver], only: Option<&str>, kunit: bool) {
+fn run_profile(
+    env: &Env,
+    t: &mut Tally,
+    drivers: &[Driver],
+    only: Option<&str>,
+    kunit: bool,
+    selfcheck: bool,
+) {
+    if selfcheck && only.is_none_or(|o| o == selftest::LATE_PANIC) {
+        let start = Instant::now();
+        let s = selftest::late_panic();
+        let verdict = run_scenario(env, &s, selftest::DRIVER);
+        let log = env
+            .out
+            .join(format!("logs/{}-{}.log", s.name, selftest::DRIVER.name()));
+        t.record(
+            &format!("{}{}", env.label, s.name),
+            &selftest::judge(&verdict, &log),
+            start.elapsed().as_secs_f64(),
+        );
+    }
     if kunit && only.is_none_or(|o| o == "kunit") {
         let start = Instant::now();
         let r = run_kunit(env).and_then(|s| {
+            let suites: Vec<String> = s
+                .suites
+                .iter()
+                .map(|x| format!("{} ({})", x.name, x.passed))
+                .collect();
             println!(
-                "kunit: {} cases passed, {} skipped, {} failed; suites: {}",
+                "kunit: {} cases passed, {} skipped, {} failed; suites (cases passed): {}",
                 s.passed,
                 s.skipped,
                 s.failed.len(),
-                s.suites.join(", ")
+                suites.join(", ")
             );
-            for want in [
-                "virtio_console_rs_control",
-                "virtio_console_rs_debugfs",
-                "virtio_console_rs_ratelimit",
-            ] {
-                if !s.suites.iter().any(|x| x == want) {
-                    return Err(format!("suite {want} did not run"));
-                }
-            }
-            if s.passed == 0 {
-                return Err("no KUnit case ran".into());
-            }
-            if s.failed.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("failed: {:?}", s.failed))
-            }
+            ktap::gate(&s, &ktap::REQUIRED_SUITES)
         });
         t.record(
             &format!("{}kunit", env.label),
@@ -520,7 +571,9 @@ fn run_profile(env: &Env, t: &mut Tally, drivers: &[Driver], only: Option<&str>,
             }
         }
         if s.differential && outputs.len() == 2 {
-            let r = if outputs[0].1 == outputs[1].1 {
+            let r = if outputs[0].1.is_empty() {
+                Err("a differential scenario returned nothing to compare".into())
+            } else if outputs[0].1 == outputs[1].1 {
                 Ok(())
             } else {
                 let diff: Vec<String> = outputs[0]
@@ -754,7 +807,7 @@ fn main() {
         Some("bench") => cmd_bench(&args[1..]),
         Some("profile") => cmd_profile(&args[1..]),
         Some("list") => {
-            for s in scenarios::all() {
+            for s in scenarios::all().into_iter().chain([selftest::late_panic()]) {
                 println!("{:32} {}", s.name, s.about);
             }
             Ok(true)

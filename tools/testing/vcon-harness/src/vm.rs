@@ -330,9 +330,23 @@ impl Vm {
     }
 
     /// Waits for the guest to finish (`@@DONE` then power-off) and returns the whole log.
-    pub fn finish(mut self) -> Res<Vec<String>> {
-        self.wait_line("@@DONE", |l| (l.trim() == "@@DONE").then_some(()))?;
-        Ok(self.drain())
+    pub fn finish(self) -> Res<Vec<String>> {
+        let (log, done) = self.finish_keeping_log();
+        done.map(|()| log)
+    }
+
+    /// Waits for the guest to finish (`@@DONE` then power-off); returns the whole log in any
+    /// case, and whether the end marker came (an error if the guest hung, crashed or ended
+    /// before it).
+    pub fn finish_keeping_log(mut self) -> (Vec<String>, Res<()>) {
+        match self.wait_line("@@DONE", |l| (l.trim() == "@@DONE").then_some(())) {
+            Ok(()) => (self.drain(), Ok(())),
+            Err(e) => {
+                // Lines still in flight from the reader thread.
+                std::thread::sleep(Duration::from_millis(300));
+                (self.log_lines(), Err(e))
+            }
+        }
     }
 
     /// After `@@DONE`: lets QEMU exit and returns the whole log.
@@ -389,4 +403,58 @@ pub fn kernel_trouble(log: &[String]) -> Vec<String> {
         .filter(|l| BAD.iter().any(|b| l.contains(b)))
         .cloned()
         .collect()
+}
+
+/// The line the kernel prints when `echo c > /proc/sysrq-trigger` starts a crash on purpose.
+pub const SYSRQ_CRASH: &str = "sysrq: Trigger a crash";
+
+/// For a run that panics on purpose with sysrq `c`: the kernel trouble other than that panic.
+/// The sysrq line must be in the log; everything before it is checked like any run, and
+/// after it only the panic's own lines (`Kernel panic - not syncing: sysrq triggered crash`)
+/// are expected.
+pub fn trouble_besides_sysrq_crash(log: &[String]) -> Res<Vec<String>> {
+    let at = log
+        .iter()
+        .position(|l| l.contains(SYSRQ_CRASH))
+        .ok_or_else(|| format!("no {SYSRQ_CRASH:?} line in the guest's log"))?;
+    let mut trouble = kernel_trouble(&log[..at]);
+    trouble.extend(
+        kernel_trouble(&log[at + 1..])
+            .into_iter()
+            .filter(|l| !l.contains("Kernel panic - not syncing: sysrq triggered crash")),
+    );
+    Ok(trouble)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn only_the_intended_panic_is_expected() {
+        let clean = log(&[
+            "[    1.0] virtio_console_rs: loaded",
+            "[    1.2] sysrq: Trigger a crash",
+            "[    1.2] Kernel panic - not syncing: sysrq triggered crash",
+            "[    1.3] Kernel Offset: disabled",
+        ]);
+        assert_eq!(trouble_besides_sysrq_crash(&clean), Ok(vec![]));
+        // Trouble before the crash, or another problem after it, is reported.
+        let mut before = clean.clone();
+        before.insert(
+            1,
+            "[    1.1] WARNING: CPU: 0 PID: 1 at drivers/x.c:1".into(),
+        );
+        assert_eq!(trouble_besides_sysrq_crash(&before).map(|t| t.len()), Ok(1));
+        let mut after = clean.clone();
+        after.push("[    1.4] BUG: KFENCE: use-after-free read".into());
+        assert_eq!(trouble_besides_sysrq_crash(&after).map(|t| t.len()), Ok(1));
+        // A panic that is not the one asked for.
+        let other = log(&["[    1.2] Kernel panic - not syncing: Fatal exception"]);
+        assert!(trouble_besides_sysrq_crash(&other).is_err());
+    }
 }

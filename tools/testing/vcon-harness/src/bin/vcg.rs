@@ -326,6 +326,8 @@ fn main() {
                 let mut left = total;
                 let mut buf = vec![0u8; 32768];
                 let mut err = None;
+                // The sum of what the writes returned: the count reported.
+                let mut sent = 0usize;
                 'outer: while left > 0 {
                     let n = left.min(buf.len());
                     s.fill(&mut buf[..n]);
@@ -334,7 +336,10 @@ fn main() {
                     let mut off = 0;
                     while off < n {
                         match sys_write(fd, &buf[off..n]) {
-                            Ok(k) => off += k,
+                            Ok(k) => {
+                                off += k;
+                                sent += k;
+                            }
                             Err(e) if e == libc_consts::EINTR => {}
                             Err(e) => {
                                 err = Some(e);
@@ -344,8 +349,8 @@ fn main() {
                     }
                 }
                 match err {
-                    None => println!("@@ {tag} sent {total} {h:016x}"),
-                    Some(e) => println!("@@ {tag} err {}", errno_name(e)),
+                    None => println!("@@ {tag} sent {sent} {h:016x}"),
+                    Some(e) => println!("@@ {tag} err {} after {sent}", errno_name(e)),
                 }
             });
         }
@@ -400,6 +405,7 @@ fn main() {
             });
         }
         // bench-h2g TAG PATH TOTAL: announce, then read TOTAL bytes; time from the first byte.
+        // A read error ends the run with `@@ TAG err ERRNO after BYTES`.
         "bench-h2g" => {
             let total: usize = arg(4).parse().unwrap_or(1 << 20);
             with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
@@ -420,7 +426,10 @@ fn main() {
                             got += n;
                         }
                         Err(e) if e == libc_consts::EINTR => {}
-                        Err(_) => break,
+                        Err(e) => {
+                            println!("@@ {tag} err {} after {got}", errno_name(e));
+                            return;
+                        }
                     }
                 }
                 let ns = t0.map_or(0, |t| t.elapsed().as_nanos());
@@ -469,35 +478,59 @@ fn main() {
                 println!("@@ {tag} {} {med} {p99}", lat.len());
             });
         }
-        // twothreads TAG PATH N: one fd, one thread writing N bytes in 1 KiB writes while
-        // another reads until it has N bytes back (the host echoes); reports both counts.
+        // twothreads TAG PATH N SEED: one fd, one thread writing N bytes of the stream SEED in
+        // 1 KiB writes while another reads until it has N bytes back (the host echoes) and
+        // compares them with the stream; reports both counts, where the data read first
+        // differs and the first error of each thread.
         "twothreads" => {
             let n: usize = arg(4).parse().unwrap_or(1 << 20);
+            let seed: u64 = arg(5).parse().unwrap_or(1);
+            let mut data = vec![0u8; n];
+            Stream(seed).fill(&mut data);
+            let data = std::sync::Arc::new(data);
             with_open(&tag, &arg(3), libc_consts::O_RDWR, |fd| {
+                let src = data.clone();
                 let writer = std::thread::spawn(move || {
-                    let buf = [0x42u8; 1024];
-                    let mut left = n;
-                    while left > 0 {
-                        match sys_write(fd, &buf[..left.min(1024)]) {
-                            Ok(k) => left -= k,
+                    let mut sent = 0;
+                    while sent < n {
+                        match sys_write(fd, &src[sent..n.min(sent + 1024)]) {
+                            Ok(k) => sent += k,
                             Err(e) if e == libc_consts::EINTR => {}
-                            Err(_) => break,
+                            Err(e) => return (sent, Some(e)),
                         }
                     }
-                    n - left
+                    (sent, None)
                 });
                 let mut got = 0;
+                let mut differs = None;
+                let mut rerr = None;
                 let mut buf = vec![0u8; 4096];
                 while got < n {
                     match sys_read(fd, &mut buf) {
                         Ok(0) => break,
-                        Ok(k) => got += k,
+                        Ok(k) => {
+                            let want = &data[got.min(n)..(got + k).min(n)];
+                            if differs.is_none() && (k > n - got || buf[..k] != *want) {
+                                let at = buf[..k].iter().zip(want).take_while(|(a, b)| a == b);
+                                differs = Some(got + at.count());
+                            }
+                            got += k;
+                        }
                         Err(e) if e == libc_consts::EINTR => {}
-                        Err(_) => break,
+                        Err(e) => {
+                            rerr = Some(e);
+                            break;
+                        }
                     }
                 }
-                let wrote = writer.join().unwrap_or(0);
-                println!("@@ {tag} {wrote} {got}");
+                let (wrote, werr) = writer.join().unwrap_or((0, Some(libc_consts::EIO)));
+                let name = |e: Option<i32>| e.map_or("none".into(), errno_name);
+                let differs = differs.map_or("none".into(), |d| d.to_string());
+                println!(
+                    "@@ {tag} wrote {wrote} read {got} differs-at {differs} write-err {} read-err {}",
+                    name(werr),
+                    name(rerr)
+                );
             });
         }
         // duplex TAG PATH BYTES SEED: one fd; one thread writes BYTES of the stream SEED
