@@ -1077,6 +1077,87 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_asleep_on_an_empty_port_is_woken_when_data_arrives() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        let got: Arc<SpinLock<Option<Result<KVec<u8>>>>> =
+            Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let (p, g) = (port.clone(), got.clone());
+        spawn(move || {
+            let mut out = KVec::new();
+            let r = p
+                .read(false, 16, |d| match out.extend_from_slice(d, GFP_KERNEL) {
+                    Ok(()) => d.len(),
+                    Err(_) => 0,
+                })
+                .map(|_| out);
+            *g.lock() = Some(r);
+        })?;
+        // Nothing to read: the reader goes to sleep.
+        assert!(eventually(|| port.state.lock().readers_asleep() == 1));
+        assert!(got.lock().is_none());
+        // The receive interrupt for the host's data must wake it.
+        h.to_port(1, b"late", 4)?;
+        let woken = eventually(|| got.lock().is_some());
+        if !woken {
+            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
+            port.unplug();
+            let _ = eventually(|| got.lock().is_some());
+        }
+        assert!(woken);
+        let data = got.lock().take().ok_or(ETIMEDOUT)??;
+        assert_eq!(&data[..], b"late");
+        port.release();
+        Ok(())
+    }
+
+    #[test]
+    fn a_writer_asleep_on_a_full_ring_is_woken_by_the_transmit_interrupt() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        let write = |p: &Port, nonblock: bool| {
+            p.write(1, nonblock, |max, _| {
+                Buffer::from_slice(&b"w"[..max], GFP_KERNEL)
+            })
+        };
+        for _ in 0..QSIZE {
+            assert_eq!(write(&port, true), Ok(1));
+        }
+        assert_eq!(write(&port, true), Err(EAGAIN));
+        let done: Arc<SpinLock<Option<Result<usize>>>> =
+            Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let (p, d) = (port.clone(), done.clone());
+        spawn(move || {
+            let r = write(&p, false);
+            *d.lock() = Some(r);
+        })?;
+        assert!(eventually(|| {
+            let st = port.state.lock();
+            st.writers_asleep() == 1 && st.tx_armed()
+        }));
+        // The host consumes everything and interrupts; nobody polls meanwhile, so only the
+        // transmit interrupt can wake the writer.
+        let (_, tx) = control::port_queues(1);
+        let mut out = KVec::new();
+        let taken = h.take_port_output(1, &mut out);
+        assert_eq!(taken.len(), QSIZE as usize);
+        for t in taken.iter() {
+            h.dev().complete(tx, t.head, 0)?;
+        }
+        h.dev().interrupt(tx);
+        let woken = eventually(|| done.lock().is_some());
+        if !woken {
+            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
+            port.unplug();
+            let _ = eventually(|| done.lock().is_some());
+        }
+        assert!(woken);
+        assert_eq!(done.lock().take(), Some(Ok(1)));
+        port.release();
+        Ok(())
+    }
+
+    #[test]
     fn console_output_is_dropped_and_counted_when_the_host_never_consumes() -> Result {
         let h = Host::new(F_MULTIPORT, 2)?;
         h.send(1, EV_PORT_ADD, 1, &[]);
