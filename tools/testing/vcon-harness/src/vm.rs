@@ -272,7 +272,12 @@ impl Vm {
         loop {
             match UnixStream::connect(&p) {
                 Ok(s) => {
+                    // Neither a read nor a write may wait for ever on a guest that stopped
+                    // (a lost wake-up, a hang): without a write timeout, a host writing more
+                    // than the socket holds to a port nobody reads blocks the harness for good.
                     s.set_read_timeout(Some(Duration::from_secs(60)))
+                        .map_err(|e| e.to_string())?;
+                    s.set_write_timeout(Some(Duration::from_secs(60)))
                         .map_err(|e| e.to_string())?;
                     return Ok(s);
                 }
