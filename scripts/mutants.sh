@@ -59,8 +59,14 @@ for m in "${names[@]}"; do
 	cp "$dir/modbuild/drivers/char/virtio_console_rs/virtio_console_rs.ko" "$dir/out/"
 	caught=""
 	for t in kunit "${scenarios[@]}"; do
-		if ! VCON_OUT=$dir/out "$HARNESS" test --driver rust --only "$t" \
-			>"$dir/$t.txt" 2>&1; then
+		rc=0
+		VCON_OUT=$dir/out timeout 900 "$HARNESS" test --driver rust --only "$t" \
+			>"$dir/$t.txt" 2>&1 || rc=$?
+		if [ "$rc" -eq 124 ]; then
+			# A test that hangs fails too (CI stops it at its time limit).
+			caught="$t: did not end within 900 s"
+			break
+		elif [ "$rc" -ne 0 ]; then
 			# Only a test's FAIL line counts as a catch; a harness that could not
 			# run the test is an error of this run, not a caught mutant.
 			caught=$(grep -m1 '^FAIL' "$dir/$t.txt" | cut -c1-300) ||
