@@ -71,6 +71,11 @@ for m in "${names[@]}"; do
 			# run the test is an error of this run, not a caught mutant.
 			caught=$(grep -m1 '^FAIL' "$dir/$t.txt" | cut -c1-300) ||
 				die "mutant $m, test $t: the harness failed without a FAIL line (see $dir/$t.txt)"
+			# The first KUnit case that failed: a failed Rust assertion skips the
+			# case's destructors, so later cases may fail only in its wake.
+			first=$(grep -m1 -E '^\[[ 0-9.]+\] +not ok [0-9]+ ' "$dir/out/logs/kunit.log" \
+				2>/dev/null | sed -E 's/.*not ok [0-9]+ //') || true
+			[ "$t" != kunit ] || [ -z "$first" ] || caught="$caught (first failed case: $first)"
 			break
 		fi
 	done
