@@ -4,9 +4,10 @@
 # mutants.sh [NAME...]: build each deliberate mutant of the driver listed in
 # tools/testing/mutants/mutants.txt (all of them by default) and run the Rust
 # driver's tests against it (KUnit, then every scenario in `vcon-harness list`
-# order) until one fails.  Prints which test caught each mutant; exits non-zero if
-# a mutant survives every test or cannot be applied.
-# Needs `make build` first (it reuses the built kernel and its tree).
+# order, or the record's `tests:`) until one fails, on the normal kernel or, for a
+# record with `profile: debug`, on the debug kernel.  Prints which test caught each
+# mutant; exits non-zero if a mutant survives every test or cannot be applied.
+# Needs `make build` first (and `make kernel-debug` for debug records).
 
 . "$(dirname "$0")/lib.sh"
 
@@ -14,12 +15,13 @@ LIST=$TOP/tools/testing/mutants/mutants.txt
 HARNESS=$TOP/tools/testing/vcon-harness/target/release/vcon-harness
 [ -x "$HARNESS" ] || die "no harness: run 'make build' first"
 export VCON_VCG=${VCON_VCG:-$TOP/tools/testing/vcon-harness/target/x86_64-unknown-linux-gnu/release/vcg}
-KDIR=$(cat "$CACHE/kdir.path" 2>/dev/null) || die "no kernel tree: run 'make build' first"
-for f in bzImage virtio_console.ko rust_virtio_rng.ko; do
-	[ -f "$OUT/$f" ] || die "$OUT/$f is missing: run 'make build' first"
-done
-KMAKE=(make -C "$KDIR" -j"$(($(nproc) + 1))" -s
-	RUST_LIB_SRC="$(RUST_SRC_DIR)" LIBCLANG_PATH="$LIBCLANG_DIR" BINDGEN="$BINDGEN")
+
+# field NAME KEY: the value of KEY in mutant NAME's record (empty if none).
+field() {
+	awk -v n="$1" -v k="$2:" '
+		$1 == "name:" { cur = $2 }
+		cur == n && $1 == k { sub(/^[^:]*:[ \t]*/, ""); print; exit }' "$LIST"
+}
 
 if [ $# -gt 0 ]; then
 	names=("$@")
@@ -34,6 +36,25 @@ mkdir -p "$OUT/mutants"
 survivors=0
 for m in "${names[@]}"; do
 	stage "mutant" "$m"
+	profile=$(field "$m" profile)
+	if [ "$profile" = debug ]; then
+		kout=$OUT/debug
+		KDIR=$(cat "$CACHE/kdir-debug.path" 2>/dev/null) ||
+			die "no debug kernel tree: run 'make kernel-debug' first"
+		run=(env VCON_DEBUG_OUT="$OUT/mutants/$m/out" "$HARNESS" test --debug-only)
+	else
+		kout=$OUT
+		KDIR=$(cat "$CACHE/kdir.path" 2>/dev/null) ||
+			die "no kernel tree: run 'make build' first"
+		run=(env VCON_OUT="$OUT/mutants/$m/out" "$HARNESS" test)
+	fi
+	for f in bzImage virtio_console.ko rust_virtio_rng.ko; do
+		[ -f "$kout/$f" ] || die "$kout/$f is missing: run 'make build' (or 'make kernel-debug') first"
+	done
+	KMAKE=(make -C "$KDIR" -j"$(($(nproc) + 1))" -s
+		RUST_LIB_SRC="$(RUST_SRC_DIR)" LIBCLANG_PATH="$LIBCLANG_DIR" BINDGEN="$BINDGEN")
+	read -r -a tests <<<"$(field "$m" tests)"
+	[ "${#tests[@]}" -gt 0 ] || tests=(kunit "${scenarios[@]}")
 	dir=$OUT/mutants/$m
 	rm -rf "$dir"
 	mkdir -p "$dir/src/drivers" "$dir/out"
@@ -54,14 +75,13 @@ for m in "${names[@]}"; do
 		continue
 	fi
 	for f in bzImage virtio_console.ko rust_virtio_rng.ko; do
-		ln -s "$OUT/$f" "$dir/out/$f"
+		ln -s "$kout/$f" "$dir/out/$f"
 	done
 	cp "$dir/modbuild/drivers/char/virtio_console_rs/virtio_console_rs.ko" "$dir/out/"
 	caught=""
-	for t in kunit "${scenarios[@]}"; do
+	for t in "${tests[@]}"; do
 		rc=0
-		VCON_OUT=$dir/out timeout 900 "$HARNESS" test --driver rust --only "$t" \
-			>"$dir/$t.txt" 2>&1 || rc=$?
+		timeout 900 "${run[@]}" --driver rust --only "$t" >"$dir/$t.txt" 2>&1 || rc=$?
 		if [ "$rc" -eq 124 ]; then
 			# A test that hangs fails too (CI stops it at its time limit).
 			caught="$t: did not end within 900 s"
