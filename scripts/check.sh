@@ -8,6 +8,10 @@
 . "$(dirname "$0")/lib.sh"
 KDIR=$(cat "$CACHE/kdir.path")
 fail=0
+# The clippy and rustdoc stages rebuild the kernel crate in the shared tree: hold its lock,
+# as build-kernel.sh does, so that no other checkout builds in it meanwhile.
+exec 9>"$KDIR.lock"
+flock 9
 
 stage check-unsafe "no unsafe in drivers/"
 if grep -rnw --include='*.rs' unsafe "$TOP/drivers" | grep -v '^\S*:\s*//'; then
