@@ -43,7 +43,7 @@ use core::{marker::PhantomData, mem::ManuallyDrop, ptr::NonNull};
 #[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
 pub mod test_device;
 mod virtqueue;
-pub use virtqueue::{Buffer, NestedBackend, Virtqueue, VirtqueueGuard};
+pub use virtqueue::{Buffer, Dead, NestedBackend, Virtqueue, VirtqueueGuard};
 
 /// The virtio device ID of a console (`VIRTIO_ID_CONSOLE`).
 pub const ID_CONSOLE: u32 = bindings::VIRTIO_ID_CONSOLE;
@@ -300,6 +300,16 @@ impl Device {
         rcu::synchronize_rcu();
     }
 
+    /// Resets the device ([`Device::reset`]) and returns the proof that its queues are dead.
+    ///
+    /// For the adapter only: the proof must be dropped before the queues are found again.
+    fn reset_dead(&self) -> Dead<'_> {
+        self.reset();
+        // SAFETY: The device was just reset; the adapter drops the proof before the callback
+        // (remove, a failed probe, freeze) returns, so before any queue is found again.
+        unsafe { Dead::new(self) }
+    }
+
     /// Marks every queue of the device broken, so no further buffers are used.
     pub fn break_device(&self) {
         // SAFETY: By the type invariant `self.as_raw()` is valid.
@@ -344,10 +354,11 @@ impl Device {
             }
         }
         if let Err(e) = result {
+            // No wrapper reached the driver, so no buffer was queued.
             for vq in queues.vqs.drain_all() {
-                vq.revoke();
+                vq.forget_unused();
             }
-            // SAFETY: The queues were found above and every wrapper is revoked.
+            // SAFETY: The queues were found above and every wrapper has forgotten them.
             unsafe { bindings::virtio_del_vqs(self.as_raw()) };
             return Err(e);
         }
@@ -473,8 +484,8 @@ impl DeviceState {
         Ok(out)
     }
 
-    /// Revokes every queue and deletes them. Called after the device was reset.
-    fn teardown(&self, dev: &Device) {
+    /// Revokes every queue and deletes them, after the device was reset (`dead`).
+    fn teardown(&self, dev: &Device, dead: &Dead<'_>) {
         let mut queues = self.queues.lock();
         if queues.frozen {
             // Revoked and deleted by the freeze already.
@@ -485,22 +496,22 @@ impl DeviceState {
             return;
         }
         for vq in queues.vqs.drain_all() {
-            vq.revoke();
+            vq.revoke(dead);
         }
         // SAFETY: The device was reset and every `Virtqueue` wrapper is revoked, so nothing
         // uses the raw queues any more.
         unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
     }
 
-    /// Revokes and deletes every queue but keeps the wrappers, for [`Self::thaw`]. Called
-    /// after the device was reset.
-    fn freeze(&self, dev: &Device) {
+    /// Revokes and deletes every queue but keeps the wrappers, for [`Self::thaw`], after the
+    /// device was reset (`dead`).
+    fn freeze(&self, dev: &Device, dead: &Dead<'_>) {
         let mut queues = self.queues.lock();
         if queues.frozen || queues.vqs.is_empty() {
             return;
         }
         for vq in queues.vqs.iter() {
-            vq.revoke();
+            vq.revoke(dead);
         }
         // SAFETY: The device was reset and every `Virtqueue` wrapper is revoked.
         unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
@@ -518,10 +529,11 @@ impl DeviceState {
             // SAFETY: `raw_vq` was just found and is deleted only after its wrapper is
             // revoked again (`teardown` or `freeze`).
             if let Err(e) = unsafe { vq.reattach(raw_vq) } {
+                // The driver's `restore` has not run yet, so no buffer was queued.
                 for vq in queues.vqs.iter() {
-                    vq.revoke();
+                    vq.forget_unused();
                 }
-                // SAFETY: Every wrapper is revoked again.
+                // SAFETY: Every wrapper has forgotten the new queues again.
                 unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
                 return Err(e);
             }
@@ -772,8 +784,8 @@ impl<T: Driver> Registration<T> {
                 // waits for those that did.
                 // SAFETY: `vdev` is valid for the duration of probe.
                 unsafe { Self::set_priv(vdev, core::ptr::null_mut()) };
-                dev.reset();
-                state.common.teardown(dev);
+                let dead = dev.reset_dead();
+                state.common.teardown(dev, &dead);
                 // SAFETY: `raw` came from `KBox::into_raw` above and is not used again.
                 drop(unsafe { KBox::from_raw(raw) });
                 e.to_errno()
@@ -833,11 +845,11 @@ impl<T: Driver> Registration<T> {
         let data = unsafe { state.unpublish() };
         // SAFETY: `vdev` is valid; the adapter keeps using `state` through `raw`.
         unsafe { Self::set_priv(vdev, core::ptr::null_mut()) };
-        dev.reset();
+        let dead = dev.reset_dead();
         if let Some(data) = data {
             T::remove(dev, data);
         }
-        state.common.teardown(dev);
+        state.common.teardown(dev, &dead);
         // SAFETY: `raw` came from `KBox::into_raw` in `probe_callback`.
         drop(unsafe { KBox::from_raw(raw) });
     }
@@ -872,11 +884,11 @@ impl<T: Driver> Registration<T> {
         let dev = unsafe { Device::from_raw(vdev) };
         // Reset first (waiting for callbacks in flight), so the device no longer touches the
         // queues while the driver and the adapter empty them.
-        dev.reset();
+        let dead = dev.reset_dead();
         if let Err(e) = T::freeze(dev, &data) {
             return e.to_errno();
         }
-        state.common.freeze(dev);
+        state.common.freeze(dev, &dead);
         0
     }
 
