@@ -743,3 +743,16 @@ int virtio_test_device_restore(struct virtio_test_device *tdev)
 #endif
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_restore);
+
+/**
+ * virtio_test_irqs_disabled() - whether local interrupts are off on this CPU
+ *
+ * For tests that check the context a driver callback runs in.
+ *
+ * Return: irqs_disabled().
+ */
+bool virtio_test_irqs_disabled(void)
+{
+	return irqs_disabled();
+}
+EXPORT_SYMBOL_GPL(virtio_test_irqs_disabled);

@@ -56,5 +56,6 @@ int virtio_test_device_break_queue(struct virtio_test_device *tdev,
 				   unsigned int q);
 int virtio_test_device_freeze(struct virtio_test_device *tdev);
 int virtio_test_device_restore(struct virtio_test_device *tdev);
+bool virtio_test_irqs_disabled(void);
 
 #endif /* _LINUX_VIRTIO_TEST_DEVICE_H */

@@ -814,14 +814,20 @@ impl<T: Driver> Registration<T> {
         unsafe { core::ptr::write_volatile(&raw mut (*vdev).priv_, state.cast()) };
     }
 
-    /// Delivers interrupts that arrived while `probe` was running.
+    /// Delivers interrupts that arrived while `probe` was running, with local interrupts off,
+    /// as the callbacks' documented context (hard IRQ) promises: a driver may rely on it, for
+    /// example by taking a lock that its process-context paths take with interrupts off.
     fn replay(common: &DeviceState, data: &Arc<T::Data>, pending: Pending) {
-        if pending.vqs != 0 {
-            let n = common.queues.lock().vqs.len() as u32;
-            for i in 0..n {
-                if pending.vqs & (1u64 << i.min(63)) != 0 {
-                    T::vq_interrupt(data, i);
-                }
+        // The queue count is read under a mutex, so before interrupts go off.
+        let n = if pending.vqs != 0 {
+            common.queues.lock().vqs.len() as u32
+        } else {
+            0
+        };
+        let _irqs_off = crate::interrupt::local_interrupt_disable();
+        for i in 0..n {
+            if pending.vqs & (1u64 << i.min(63)) != 0 {
+                T::vq_interrupt(data, i);
             }
         }
         if pending.config {

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::{
     prelude::*,
     sync::{Arc, SpinLock},
-    virtio::{self, test_device::TestDevice, Buffer, Virtqueue, VirtqueueInfo},
+    virtio::{self, test_device::{self, TestDevice}, Buffer, Virtqueue, VirtqueueInfo},
 };
 
 /// A device type no real device uses; only [`EarlyIrq`] binds it.
@@ -30,6 +30,8 @@ struct EarlyData {
     calls: AtomicU32,
     /// Bytes in the buffers those calls took back.
     received: AtomicU32,
+    /// Calls that ran with local interrupts on, although the trait promises hard-IRQ context.
+    irqs_on: AtomicU32,
 }
 
 /// A driver that, from its own probe, has the device fill a buffer and interrupt: the
@@ -67,6 +69,7 @@ impl virtio::Driver for EarlyIrq {
                 vq,
                 calls: AtomicU32::new(0),
                 received: AtomicU32::new(0),
+                irqs_on: AtomicU32::new(0),
             },
             GFP_KERNEL,
         )?;
@@ -80,6 +83,9 @@ impl virtio::Driver for EarlyIrq {
 
     fn vq_interrupt(data: &Arc<EarlyData>, _index: u32) {
         data.calls.fetch_add(1, Ordering::Relaxed);
+        if !test_device::irqs_disabled() {
+            data.irqs_on.fetch_add(1, Ordering::Relaxed);
+        }
         let mut q = data.vq.lock();
         while let Some(buf) = q.get_buf() {
             data.received.fetch_add(buf.len() as u32, Ordering::Relaxed);
@@ -120,6 +126,7 @@ mod tests {
                 (
                     d.calls.load(Ordering::Relaxed),
                     d.received.load(Ordering::Relaxed),
+                    d.irqs_on.load(Ordering::Relaxed),
                 )
             })
         };
@@ -146,10 +153,11 @@ mod tests {
         assert!(bound);
         // The ring code ran the adapter's callback inside probe...
         assert!(ctx.called_in_probe.load(Ordering::Relaxed));
-        // ... which reached the driver once, after probe, with the device's 5 bytes.
-        assert_eq!(after_probe, Some((1, 5)));
+        // ... which reached the driver once, after probe, with the device's 5 bytes, with
+        // interrupts off as for a real interrupt.
+        assert_eq!(after_probe, Some((1, 5, 0)));
         assert!(late);
-        assert_eq!(after_late, Some((2, 9)));
+        assert_eq!(after_late, Some((2, 9, 0)));
         // The device is gone: the queue is revoked, the driver data outlives it safely.
         assert_eq!(alive, Some(false));
         Ok(())

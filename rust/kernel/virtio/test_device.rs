@@ -263,6 +263,13 @@ impl TestDevice {
     }
 }
 
+/// Whether local interrupts are off on this CPU (`irqs_disabled()`), for tests of the context a
+/// driver callback runs in.
+pub fn irqs_disabled() -> bool {
+    // SAFETY: Reading the local interrupt state is always allowed.
+    unsafe { bindings::virtio_test_irqs_disabled() }
+}
+
 impl Drop for TestDevice {
     fn drop(&mut self) {
         // SAFETY: `raw()` is valid and owned by us; it is not used again.
