@@ -212,43 +212,33 @@ impl Device {
         unsafe { bindings::virtio_has_feature(self.as_raw(), fbit) }
     }
 
-    /// Whether the transport gives access to the configuration space.
+    /// Whether the transport gives access to the configuration space (virtio-pci modern
+    /// without a device-config capability does not).
     pub fn config_accessible(&self) -> bool {
         // SAFETY: By the type invariant `self.as_raw()` is valid.
         unsafe { bindings::virtio_config_accessible(self.as_raw()) }
     }
 
-    /// Reads a 16-bit configuration field at byte `offset`, converted from virtio endianness.
-    ///
-    /// May sleep. Use `core::mem::offset_of!` on the uapi config struct for `offset`.
-    pub fn config_read_u16(&self, offset: usize) -> u16 {
-        // SAFETY: By the type invariant `self.as_raw()` is valid; out-of-range offsets are
-        // handled by the transport.
-        unsafe { bindings::virtio_cread16(self.as_raw(), offset as u32) }
+    /// The configuration space, or `None` if the transport gives no access to it.
+    pub fn config(&self) -> Option<Config<'_>> {
+        // INVARIANT: Checked just above.
+        self.config_accessible().then_some(Config { dev: self })
     }
 
-    /// Reads a 32-bit configuration field at byte `offset`, converted from virtio endianness.
-    ///
-    /// May sleep.
-    pub fn config_read_u32(&self, offset: usize) -> u32 {
-        // SAFETY: As for `config_read_u16`.
-        unsafe { bindings::virtio_cread32(self.as_raw(), offset as u32) }
-    }
-
-    /// Writes a 32-bit configuration field at byte `offset`, converted to virtio endianness.
-    pub fn config_write_u32(&self, offset: usize, val: u32) {
-        // SAFETY: As for `config_read_u16`.
-        unsafe { bindings::virtio_cwrite32(self.as_raw(), offset as u32, val) }
-    }
-
-    /// Writes a 32-bit configuration field without sleeping, for atomic context such as a
+    /// A writer of configuration fields that never sleeps, for atomic context such as a
     /// panic-time [`crate::kmsg_dump`] dumper.
     ///
-    /// Only the register-based transports (virtio-pci, virtio-mmio) are supported by the
-    /// kernel; their `set` never sleeps.
-    pub fn config_write_u32_atomic(&self, offset: usize, val: u32) {
+    /// Fails with `EOPNOTSUPP` unless the transport is known to write the config space without
+    /// sleeping: virtio-pci and virtio-mmio, which write device registers (decided by the
+    /// driver of the transport device; see `rust_helper_virtio_config_set_atomic`). vDPA, CCW
+    /// and UML, whose writes may sleep, and a transport without config access are refused.
+    pub fn atomic_config_writer(&self) -> Result<AtomicConfigWriter> {
         // SAFETY: By the type invariant `self.as_raw()` is valid.
-        unsafe { bindings::virtio_cwrite32_atomic(self.as_raw(), offset as u32, val) }
+        if !unsafe { bindings::virtio_config_set_atomic(self.as_raw()) } {
+            return Err(EOPNOTSUPP);
+        }
+        // INVARIANT: Checked just above.
+        Ok(AtomicConfigWriter { dev: self.get() })
     }
 
     /// Converts a CPU value to the device's 16-bit wire format (`cpu_to_virtio16`).
@@ -374,6 +364,61 @@ impl Device {
         let p = unsafe { (*self.as_raw()).priv_ };
         // SAFETY: See above; the state outlives every `&Device` handed to the driver.
         (!p.is_null()).then(|| unsafe { &*p.cast::<DeviceState>() })
+    }
+}
+
+/// The configuration space of a device whose transport gives access to it, from
+/// [`Device::config`].
+///
+/// Every access may sleep (some transports wait for the device). Use `core::mem::offset_of!`
+/// on the uapi config struct for the offsets; out-of-range offsets are the transport's to
+/// handle.
+///
+/// # Invariants
+///
+/// The transport of `dev` has both a `get` and a `set` config operation.
+#[derive(Clone, Copy)]
+pub struct Config<'a> {
+    dev: &'a Device,
+}
+
+impl Config<'_> {
+    /// Reads a 16-bit field at byte `offset`, converted from virtio endianness.
+    pub fn read_u16(&self, offset: usize) -> u16 {
+        // SAFETY: `dev` is valid (type invariant of `Device`) and its transport has a `get`
+        // (type invariant); out-of-range offsets are handled by the transport.
+        unsafe { bindings::virtio_cread16(self.dev.as_raw(), offset as u32) }
+    }
+
+    /// Reads a 32-bit field at byte `offset`, converted from virtio endianness.
+    pub fn read_u32(&self, offset: usize) -> u32 {
+        // SAFETY: As for `read_u16`.
+        unsafe { bindings::virtio_cread32(self.dev.as_raw(), offset as u32) }
+    }
+
+    /// Writes a 32-bit field at byte `offset`, converted to virtio endianness.
+    pub fn write_u32(&self, offset: usize, val: u32) {
+        // SAFETY: `dev` is valid and its transport has a `set` (type invariant).
+        unsafe { bindings::virtio_cwrite32(self.dev.as_raw(), offset as u32, val) }
+    }
+}
+
+/// Writes configuration fields without sleeping, from [`Device::atomic_config_writer`].
+///
+/// # Invariants
+///
+/// The transport of `dev` has a `set` config operation that never sleeps.
+pub struct AtomicConfigWriter {
+    dev: ARef<Device>,
+}
+
+impl AtomicConfigWriter {
+    /// Writes a 32-bit field at byte `offset`, converted to virtio endianness, from any
+    /// context.
+    pub fn write_u32(&self, offset: usize, val: u32) {
+        // SAFETY: `dev` is valid (it holds a reference) and its transport's `set` exists and
+        // does not sleep (type invariant).
+        unsafe { bindings::virtio_cwrite32_atomic(self.dev.as_raw(), offset as u32, val) }
     }
 }
 

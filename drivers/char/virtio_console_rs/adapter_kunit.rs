@@ -93,6 +93,74 @@ impl virtio::Driver for EarlyIrq {
     }
 }
 
+/// A device type no real device uses; only [`ConfigProbe`] binds it.
+const CONFIG_PROBE_ID: u32 = 0xfff5;
+
+/// What [`ConfigProbe`]'s probe saw of the config space.
+struct ConfigSeen {
+    /// [`virtio::Device::config`] gave access.
+    accessible: AtomicBool,
+    /// The errno of [`virtio::Device::atomic_config_writer`], 0 if it gave a writer.
+    writer: core::sync::atomic::AtomicI32,
+}
+
+/// A driver that only looks at the config space of its device, and writes `0x41` at offset 0
+/// through an atomic writer if it gets one.
+struct ConfigProbe;
+
+impl virtio::Driver for ConfigProbe {
+    type Context = ConfigSeen;
+    type Data = ();
+    const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(CONFIG_PROBE_ID)];
+    const FEATURES: &'static [u32] = &[];
+
+    fn probe(dev: &virtio::Device, seen: &Arc<ConfigSeen>) -> Result<Arc<()>> {
+        seen.accessible
+            .store(dev.config().is_some(), Ordering::Relaxed);
+        let errno = match dev.atomic_config_writer() {
+            Ok(w) => {
+                w.write_u32(0, 0x41);
+                0
+            }
+            Err(e) => e.to_errno(),
+        };
+        seen.writer.store(errno, Ordering::Relaxed);
+        Ok(Arc::new((), GFP_KERNEL)?)
+    }
+
+    fn remove(_dev: &virtio::Device, _data: Arc<()>) {}
+
+    fn vq_interrupt(_data: &Arc<()>, _index: u32) {}
+}
+
+/// Binds [`ConfigProbe`] to a device whose config space is reached as `mode` says; returns
+/// whether the config was accessible, the writer's errno and the first config byte after probe.
+fn probe_config(mode: test_device::ConfigMode) -> Result<(bool, i32, u8)> {
+    let seen = Arc::new(
+        ConfigSeen {
+            accessible: AtomicBool::new(false),
+            writer: core::sync::atomic::AtomicI32::new(1),
+        },
+        GFP_KERNEL,
+    )?;
+    let _driver = KBox::pin_init(
+        virtio::Registration::<ConfigProbe>::new(
+            c"virtio_console_rs_kunit_config",
+            seen.clone(),
+            kernel::module::this_module::<crate::VirtioConsoleModule>(),
+        ),
+        GFP_KERNEL,
+    )?;
+    let dev = TestDevice::new_with_config_mode(CONFIG_PROBE_ID, 0, &[0; 8], 8, mode)?;
+    let mut byte = [0u8; 1];
+    dev.config_read(0, &mut byte);
+    Ok((
+        seen.accessible.load(Ordering::Relaxed),
+        seen.writer.load(Ordering::Relaxed),
+        byte[0],
+    ))
+}
+
 #[kunit_tests(virtio_console_rs_virtio_adapter)]
 mod tests {
     use super::*;
@@ -160,6 +228,26 @@ mod tests {
         assert_eq!(after_late, Some((2, 9, 0)));
         // The device is gone: the queue is revoked, the driver data outlives it safely.
         assert_eq!(alive, Some(false));
+        Ok(())
+    }
+
+    /// The config space is offered only where the transport has one, and the atomic writer
+    /// (the console's panic-time emergency write) only where writing it never sleeps.
+    #[test]
+    fn config_access_follows_the_transport() -> Result {
+        use test_device::ConfigMode;
+        // Register-like transports (virtio-pci, virtio-mmio): both, and the write lands.
+        assert_eq!(probe_config(ConfigMode::Atomic)?, (true, 0, 0x41));
+        // A transport whose config write may sleep (vDPA, CCW, UML): no atomic writer.
+        assert_eq!(
+            probe_config(ConfigMode::Sleeping)?,
+            (true, EOPNOTSUPP.to_errno(), 0)
+        );
+        // No config access at all (virtio-pci modern without a device-config capability).
+        assert_eq!(
+            probe_config(ConfigMode::None)?,
+            (false, EOPNOTSUPP.to_errno(), 0)
+        );
         Ok(())
     }
 }

@@ -20,7 +20,6 @@ use kernel::{
     impl_has_work, kmsg_dump, new_mutex, new_spinlock_irq, new_work,
     prelude::*,
     str::CString,
-    sync::aref::ARef,
     sync::{Arc, Mutex, SpinLockIrq},
     time::{delay::udelay, Delta},
     uapi,
@@ -63,14 +62,13 @@ enum Incoming {
 /// (`VIRTIO_CONSOLE_F_EMERG_WRITE`), which needs no virtqueue: it works even when the queues
 /// are stuck or not set up yet. The C driver never negotiates the feature.
 struct EmergWriter {
-    vdev: ARef<virtio::Device>,
+    config: virtio::AtomicConfigWriter,
 }
 
 impl kmsg_dump::Dumper for EmergWriter {
     fn dump(&self, _reason: kmsg_dump::Reason, log: &[u8]) {
         for &b in log {
-            self.vdev
-                .config_write_u32_atomic(CONFIG_EMERG_WR, u32::from(b));
+            self.config.write_u32(CONFIG_EMERG_WR, u32::from(b));
             // Pace the bytes: QEMU hands each one to the chardev at once and drops what the
             // chardev cannot take right then.
             udelay(Delta::from_micros(EMERG_BYTE_DELAY_US));
@@ -156,13 +154,14 @@ impl PortsDevice {
     pub(crate) fn probe(vdev: &virtio::Device, globals: &Arc<Globals>) -> Result<Arc<Self>> {
         let multiport = vdev.has_feature(uapi::VIRTIO_CONSOLE_F_MULTIPORT);
         let size = vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE);
-        if (multiport || size) && !vdev.config_accessible() {
+        let config = vdev.config();
+        if (multiport || size) && config.is_none() {
             dev_err!(vdev.as_ref(), "config access disabled\n");
             return Err(EINVAL);
         }
         let mut max_nr_ports = 1;
-        if multiport {
-            max_nr_ports = vdev.config_read_u32(CONFIG_MAX_NR_PORTS);
+        if let (true, Some(config)) = (multiport, config) {
+            max_nr_ports = config.read_u32(CONFIG_MAX_NR_PORTS);
             if !control::valid_max_nr_ports(max_nr_ports) {
                 dev_err!(vdev.as_ref(), "Invalidate max_nr_ports {}\n", max_nr_ports);
                 return Err(EINVAL);
@@ -194,14 +193,26 @@ impl PortsDevice {
             infos.push(info, GFP_KERNEL)?;
         }
         let vqs = vdev.find_vqs(&infos)?;
-        let emerg = if vdev.has_feature(uapi::VIRTIO_CONSOLE_F_EMERG_WRITE) {
-            let writer = Arc::new(EmergWriter { vdev: vdev.get() }, GFP_KERNEL)?;
-            Some(KBox::pin_init(
-                kmsg_dump::Registration::new(writer, EMERG_LOG_BYTES),
-                GFP_KERNEL,
-            )?)
-        } else {
-            None
+        // Only where the config field can be written without sleeping (at panic time); the
+        // device works without it.
+        let emerg = match vdev.has_feature(uapi::VIRTIO_CONSOLE_F_EMERG_WRITE) {
+            true => match vdev.atomic_config_writer() {
+                Ok(config) => {
+                    let writer = Arc::new(EmergWriter { config }, GFP_KERNEL)?;
+                    Some(KBox::pin_init(
+                        kmsg_dump::Registration::new(writer, EMERG_LOG_BYTES),
+                        GFP_KERNEL,
+                    )?)
+                }
+                Err(_) => {
+                    dev_info!(
+                        vdev.as_ref(),
+                        "no emergency write: the transport cannot write config atomically\n"
+                    );
+                    None
+                }
+            },
+            false => None,
         };
         let incoming = Fifo::new(if multiport { CONTROL_BACKLOG } else { 0 }, GFP_KERNEL)?;
         let link = Arc::pin_init(
@@ -377,8 +388,11 @@ impl PortsDevice {
         if self.multiport || !vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE) {
             return;
         }
-        let cols = vdev.config_read_u16(CONFIG_COLS);
-        let rows = vdev.config_read_u16(CONFIG_ROWS);
+        let Some(config) = vdev.config() else {
+            return;
+        };
+        let cols = config.read_u16(CONFIG_COLS);
+        let rows = config.read_u16(CONFIG_ROWS);
         let ports = self.ports.lock();
         if let Some(console) = ports
             .iter()
