@@ -158,7 +158,11 @@ pub trait Driver: Send + Sync + 'static {
     /// deferred work and forgets what it had lent the device. When this returns, the adapter
     /// revokes every queue (dropping the buffers the device still owned) and deletes them; the
     /// [`Virtqueue`] objects stay valid and are attached to new queues before
-    /// [`Driver::restore`]. An error aborts the sleep.
+    /// [`Driver::restore`].
+    ///
+    /// An error aborts the sleep (or the transport reset); the adapter then brings the device
+    /// back at once: the queues are deleted, found again empty, and [`Driver::restore`] runs
+    /// as after a wake-up, so the driver must cope with a restore after a partial freeze.
     fn freeze(dev: &Device, data: &Arc<Self::Data>) -> Result {
         let _ = (dev, data);
         Ok(())
@@ -466,7 +470,7 @@ impl Device {
 struct DeviceState {
     vq_callback: unsafe extern "C" fn(*mut bindings::virtqueue),
     /// Every queue found, revoked before `del_vqs`. Touched in process context only, from probe,
-    /// remove, freeze and restore, which the driver core serialises.
+    /// remove, freeze and restore, which the adapter serialises (`BoundState::pm`).
     #[pin]
     queues: Mutex<Queues>,
 }
@@ -618,6 +622,16 @@ struct BoundState<T: Driver> {
     /// process context (probe, when it publishes `data`).
     #[pin]
     pending: SpinLockIrq<Pending>,
+    /// Serialises probe, remove, freeze, restore, reset-prepare and reset-done of the device;
+    /// `true` once the device is removed (or its probe failed).
+    ///
+    /// The driver core holds the virtio device's lock for probe and remove only. virtio-pci
+    /// calls freeze/restore and `reset_prepare`/`reset_done` (a PCI function reset, which user
+    /// space can start through the PCI device's sysfs `reset` file) with the PCI device's lock
+    /// held, not the virtio device's; without this lock an unbind of the virtio device through
+    /// sysfs could free the state under a reset-prepare.
+    #[pin]
+    pm: Mutex<bool>,
 }
 
 impl<T: Driver> BoundState<T> {
@@ -684,14 +698,14 @@ impl<T: Driver> BoundState<T> {
 
     /// A new reference to the published driver data, if any.
     ///
-    /// Called in callbacks that the driver core serialises with probe and remove.
-    fn data(&self) -> Option<Arc<T::Data>> {
+    /// Called with `pm` held, which serialises it with probe and remove.
+    fn data(&self, _pm: &crate::sync::MutexGuard<'_, bool>) -> Option<Arc<T::Data>> {
         let ptr = self.data.load(Acquire);
         if ptr.is_null() {
             return None;
         }
-        // SAFETY: `remove`, which gives the reference back, cannot run concurrently; `clone`
-        // takes a new one before the borrow ends.
+        // SAFETY: `remove`, which gives the reference back, holds `pm` when it does, so it
+        // cannot run concurrently; `clone` takes a new one before the borrow ends.
         Some(Arc::clone(&*unsafe { Self::borrow(ptr) }))
     }
 }
@@ -792,7 +806,7 @@ impl<T: Driver> Registration<T> {
         // SAFETY: `vdev` is valid for the duration of probe.
         let dev = unsafe { Device::from_raw(vdev) };
 
-        let state = KBox::pin_init(
+        let state = Arc::pin_init(
             pin_init!(BoundState::<T> {
                 common <- pin_init!(DeviceState {
                     vq_callback: Self::vq_callback,
@@ -804,6 +818,7 @@ impl<T: Driver> Registration<T> {
                 }),
                 data: Atomic::new(core::ptr::null()),
                 pending <- new_spinlock_irq!(Pending::default()),
+                pm <- new_mutex!(false),
             }),
             GFP_KERNEL,
         );
@@ -811,17 +826,18 @@ impl<T: Driver> Registration<T> {
             Ok(s) => s,
             Err(e) => return e.to_errno(),
         };
-        // SAFETY: The state is never moved out of its box; `remove_callback` takes it back.
-        let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(state) });
+        // A PM callback that finds the state waits until probe is over.
+        let mut pm = state.pm.lock();
+        // `priv` owns a reference, taken back by `remove_callback` or the error path below.
+        let raw = Arc::into_raw(state.clone()).cast_mut();
         // SAFETY: `priv` belongs to the bound driver, which is us; `vdev` is valid.
         unsafe { Self::set_priv(vdev, raw) };
-        // SAFETY: `raw` stays valid until `remove_callback` or the error path below frees it.
-        let state = unsafe { &*raw };
 
         match T::probe(dev, &reg.ctx) {
             Ok(data) => {
                 let pending = state.publish(data.clone());
                 Self::replay(&state.common, &data, pending);
+                drop(pm);
                 0
             }
             Err(e) => {
@@ -831,8 +847,10 @@ impl<T: Driver> Registration<T> {
                 unsafe { Self::set_priv(vdev, core::ptr::null_mut()) };
                 let dead = dev.reset_dead();
                 state.common.teardown(dev, &dead);
-                // SAFETY: `raw` came from `KBox::into_raw` above and is not used again.
-                drop(unsafe { KBox::from_raw(raw) });
+                *pm = true;
+                drop(pm);
+                // SAFETY: `raw` came from `Arc::into_raw` above; `priv` no longer holds it.
+                drop(unsafe { Arc::from_raw(raw) });
                 e.to_errno()
             }
         }
@@ -883,10 +901,14 @@ impl<T: Driver> Registration<T> {
     extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
         // SAFETY: The bus calls remove with a valid device that probed successfully.
         let dev = unsafe { Device::from_raw(vdev) };
-        // SAFETY: Set by `probe_callback` and not freed until the end of this function.
+        // SAFETY: Set by `probe_callback`, which gave it a reference that we take back at the
+        // end of this function.
         let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
         // SAFETY: See above.
         let state = unsafe { &*raw };
+        // Wait for a freeze or restore in progress; those that come later see the flag.
+        let mut pm = state.pm.lock();
+        *pm = true;
         // Unpublish the data and the state first, so no new callback reaches either (one that
         // a transport runs late, after the reset, finds no state and returns), then reset,
         // which also waits for callbacks in flight (`Device::reset`): `remove` gets the last
@@ -901,34 +923,43 @@ impl<T: Driver> Registration<T> {
             T::remove(dev, data);
         }
         state.common.teardown(dev, &dead);
-        // SAFETY: `raw` came from `KBox::into_raw` in `probe_callback`.
-        drop(unsafe { KBox::from_raw(raw) });
+        drop(dead);
+        drop(pm);
+        // SAFETY: `raw` came from `Arc::into_raw` in `probe_callback` and `priv` no longer
+        // holds it; a PM callback that found it holds its own reference.
+        drop(unsafe { Arc::from_raw(raw) });
     }
 
-    /// The bound state and the published data of a device in a PM callback.
+    /// A reference to the bound state of a device, for a PM callback.
     ///
     /// # Safety
     ///
-    /// `vdev` must be a device bound to this driver, in a callback the driver core serialises
-    /// with probe and remove.
-    unsafe fn bound<'a>(
-        vdev: *mut bindings::virtio_device,
-    ) -> Option<(&'a BoundState<T>, Arc<T::Data>)> {
-        // SAFETY: The caller guarantees that `vdev` is valid and bound; `priv` holds our state
-        // while the device is bound.
-        let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
+    /// `vdev` must be valid.
+    unsafe fn state_ref(vdev: *mut bindings::virtio_device) -> Option<Arc<BoundState<T>>> {
+        // `remove_callback` clears `priv` before the grace period in its reset and drops
+        // `priv`'s reference only after it: a reference found under the RCU read lock is live.
+        let _rcu = rcu::read_lock();
+        // SAFETY: The caller guarantees that `vdev` is valid.
+        let raw = unsafe { Self::priv_state(vdev) };
         if raw.is_null() {
             return None;
         }
-        // SAFETY: See above; remove, which frees the state, cannot run concurrently.
-        let state = unsafe { &*raw };
-        let data = state.data()?;
-        Some((state, data))
+        // SAFETY: A non-null `priv` came from `Arc::into_raw` and its reference is alive (see
+        // above); `ManuallyDrop` leaves it to `priv`, and `clone` takes our own.
+        let borrowed = ManuallyDrop::new(unsafe { Arc::from_raw(raw.cast_const()) });
+        Some(Arc::clone(&borrowed))
     }
 
     extern "C" fn freeze_callback(vdev: *mut bindings::virtio_device) -> c_int {
-        // SAFETY: The core calls freeze for a bound device, serialised with probe and remove.
-        let Some((state, data)) = (unsafe { Self::bound(vdev) }) else {
+        // SAFETY: The core calls freeze with a valid device.
+        let Some(state) = (unsafe { Self::state_ref(vdev) }) else {
+            return 0;
+        };
+        let pm = state.pm.lock();
+        if *pm {
+            return 0;
+        }
+        let Some(data) = state.data(&pm) else {
             return 0;
         };
         // SAFETY: `vdev` is valid for the duration of the callback.
@@ -936,16 +967,42 @@ impl<T: Driver> Registration<T> {
         // Reset first (waiting for callbacks in flight), so the device no longer touches the
         // queues while the driver and the adapter empty them.
         let dead = dev.reset_dead();
-        if let Err(e) = T::freeze(dev, &data) {
+        let result = T::freeze(dev, &data);
+        // The queues are deleted either way: on success until `restore`, on failure to find
+        // them again at once.
+        state.common.freeze(dev, &dead);
+        drop(dead);
+        drop(pm);
+        if let Err(e) = result {
+            // The sleep or the transport reset is aborted but the device is reset: bring it
+            // back as after a transport reset (status, features, `restore_callback`, which
+            // finds the queues again and lets the driver refill them, then `DRIVER_OK`).
+            // Without `pm`, which `restore_callback` takes; a remove in between makes it do
+            // nothing.
+            // SAFETY: `vdev` is valid and bound to this driver, whose `reset_done` is set.
+            let ret = unsafe { bindings::virtio_device_reset_done(vdev) };
+            if ret != 0 {
+                dev_err!(
+                    dev.as_ref(),
+                    "restoring the device after a failed freeze failed: {}\n",
+                    ret
+                );
+            }
             return e.to_errno();
         }
-        state.common.freeze(dev, &dead);
         0
     }
 
     extern "C" fn restore_callback(vdev: *mut bindings::virtio_device) -> c_int {
-        // SAFETY: The core calls restore for a bound device, serialised with probe and remove.
-        let Some((state, data)) = (unsafe { Self::bound(vdev) }) else {
+        // SAFETY: The core calls restore with a valid device.
+        let Some(state) = (unsafe { Self::state_ref(vdev) }) else {
+            return 0;
+        };
+        let pm = state.pm.lock();
+        if *pm {
+            return 0;
+        }
+        let Some(data) = state.data(&pm) else {
             return 0;
         };
         // SAFETY: `vdev` is valid for the duration of the callback.

@@ -161,6 +161,80 @@ fn probe_config(mode: test_device::ConfigMode) -> Result<(bool, i32, u8)> {
     ))
 }
 
+/// A device type no real device uses; only [`FailFreeze`] binds it.
+const FAIL_FREEZE_ID: u32 = 0xfff6;
+
+/// The driver data of [`FailFreeze`].
+struct FailData {
+    vq: Arc<Virtqueue>,
+    /// Calls of [`virtio::Driver::restore`].
+    restores: AtomicU32,
+    /// Calls of [`virtio::Driver::vq_interrupt`].
+    calls: AtomicU32,
+}
+
+/// A driver with one receive buffer on one queue whose freeze always fails.
+struct FailFreeze;
+
+impl FailFreeze {
+    fn refill(vq: &Virtqueue) -> Result {
+        let buf = Buffer::new(16, GFP_KERNEL)?;
+        let mut q = vq.lock();
+        q.add_inbuf(buf).map_err(|e| e.error)?;
+        q.kick();
+        Ok(())
+    }
+}
+
+impl virtio::Driver for FailFreeze {
+    type Context = SpinLock<Option<Arc<FailData>>>;
+    type Data = FailData;
+    const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(FAIL_FREEZE_ID)];
+    const FEATURES: &'static [u32] = &[];
+
+    fn probe(
+        dev: &virtio::Device,
+        bound: &Arc<SpinLock<Option<Arc<FailData>>>>,
+    ) -> Result<Arc<FailData>> {
+        let vqs = dev.find_vqs(&[VirtqueueInfo {
+            name: c"fail-freeze",
+            callback: true,
+        }])?;
+        let vq = vqs.first().ok_or(EINVAL)?.clone();
+        Self::refill(&vq)?;
+        dev.device_ready();
+        let data = Arc::new(
+            FailData {
+                vq,
+                restores: AtomicU32::new(0),
+                calls: AtomicU32::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        // Dropping driver data may sleep: never under the spinlock.
+        let old = bound.lock().replace(data.clone());
+        drop(old);
+        Ok(data)
+    }
+
+    fn remove(_dev: &virtio::Device, _data: Arc<FailData>) {}
+
+    fn vq_interrupt(data: &Arc<FailData>, _index: u32) {
+        data.calls.fetch_add(1, Ordering::Relaxed);
+        let mut q = data.vq.lock();
+        while q.get_buf().is_some() {}
+    }
+
+    fn freeze(_dev: &virtio::Device, _data: &Arc<FailData>) -> Result {
+        Err(EBUSY)
+    }
+
+    fn restore(_dev: &virtio::Device, data: &Arc<FailData>) -> Result {
+        data.restores.fetch_add(1, Ordering::Relaxed);
+        Self::refill(&data.vq)
+    }
+}
+
 #[kunit_tests(virtio_console_rs_virtio_adapter)]
 mod tests {
     use super::*;
@@ -228,6 +302,54 @@ mod tests {
         assert_eq!(after_late, Some((2, 9, 0)));
         // The device is gone: the queue is revoked, the driver data outlives it safely.
         assert_eq!(alive, Some(false));
+        Ok(())
+    }
+
+    /// A freeze that the driver refuses aborts the sleep, and the device comes back at once:
+    /// running, with its queue found again and refilled by the driver, and interrupts reach
+    /// the driver.
+    #[test]
+    fn a_failed_freeze_brings_the_device_back() -> Result {
+        let bound = Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let _driver = KBox::pin_init(
+            virtio::Registration::<FailFreeze>::new(
+                c"virtio_console_rs_kunit_fail_freeze",
+                bound.clone(),
+                kernel::module::this_module::<crate::VirtioConsoleModule>(),
+            ),
+            GFP_KERNEL,
+        )?;
+        let dev = TestDevice::new(FAIL_FREEZE_ID, 0, &[], 8)?;
+        let data = bound.lock().clone();
+        let frozen = dev.freeze();
+        let status = dev.status();
+        let queues = dev.nr_queues();
+        // The buffer lent before the freeze was dropped with the old queue; the one `restore`
+        // added is the only one the device finds.
+        let pending = dev.pending(0);
+        let mut ran = false;
+        if pending == 1 {
+            let taken = dev.take(0, &mut [], b"back")?;
+            dev.complete(0, taken.head, 4)?;
+            ran = dev.interrupt(0);
+        }
+        let counts = data.as_ref().map(|d| {
+            (
+                d.restores.load(Ordering::Relaxed),
+                d.calls.load(Ordering::Relaxed),
+                d.vq.lock().is_alive(),
+            )
+        });
+        drop(dev);
+        drop(_driver);
+
+        assert_eq!(frozen, Err(EBUSY));
+        let driver_ok = kernel::uapi::VIRTIO_CONFIG_S_DRIVER_OK as u8;
+        assert_eq!(status & driver_ok, driver_ok);
+        assert_eq!(queues, 1);
+        assert_eq!(pending, 1);
+        assert!(ran);
+        assert_eq!(counts, Some((1, 1, true)));
         Ok(())
     }
 
