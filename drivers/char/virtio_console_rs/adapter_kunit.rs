@@ -5,9 +5,14 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::{
+    device::{Bound, Core},
     prelude::*,
     sync::{Arc, SpinLock},
-    virtio::{self, test_device::{self, TestDevice}, Buffer, Virtqueue, VirtqueueInfo},
+    virtio::{
+        self,
+        test_device::{self, TestDevice},
+        Buffer, Virtqueue, VirtqueueInfo,
+    },
 };
 
 /// A device type no real device uses; only [`EarlyIrq`] binds it.
@@ -41,10 +46,11 @@ struct EarlyIrq;
 impl virtio::Driver for EarlyIrq {
     type Context = EarlyCtx;
     type Data = EarlyData;
-    const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(EARLY_IRQ_ID)];
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(EARLY_IRQ_ID)]);
     const FEATURES: &'static [u32] = &[];
 
-    fn probe(dev: &virtio::Device, ctx: &Arc<EarlyCtx>) -> Result<Arc<EarlyData>> {
+    fn probe(dev: &virtio::Device<Core<'_>>, ctx: &Arc<EarlyCtx>) -> Result<Arc<EarlyData>> {
         let vqs = dev.find_vqs(&[VirtqueueInfo {
             name: c"early",
             callback: true,
@@ -79,9 +85,9 @@ impl virtio::Driver for EarlyIrq {
         Ok(data)
     }
 
-    fn remove(_dev: &virtio::Device, _data: Arc<EarlyData>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<EarlyData>) {}
 
-    fn vq_interrupt(data: &Arc<EarlyData>, _index: u32) {
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<EarlyData>, _index: u32) {
         data.calls.fetch_add(1, Ordering::Relaxed);
         if !test_device::irqs_disabled() {
             data.irqs_on.fetch_add(1, Ordering::Relaxed);
@@ -111,10 +117,11 @@ struct ConfigProbe;
 impl virtio::Driver for ConfigProbe {
     type Context = ConfigSeen;
     type Data = ();
-    const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(CONFIG_PROBE_ID)];
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(CONFIG_PROBE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
-    fn probe(dev: &virtio::Device, seen: &Arc<ConfigSeen>) -> Result<Arc<()>> {
+    fn probe(dev: &virtio::Device<Core<'_>>, seen: &Arc<ConfigSeen>) -> Result<Arc<()>> {
         seen.accessible
             .store(dev.config().is_some(), Ordering::Relaxed);
         let errno = match dev.atomic_config_writer() {
@@ -128,9 +135,9 @@ impl virtio::Driver for ConfigProbe {
         Ok(Arc::new((), GFP_KERNEL)?)
     }
 
-    fn remove(_dev: &virtio::Device, _data: Arc<()>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<()>) {}
 
-    fn vq_interrupt(_data: &Arc<()>, _index: u32) {}
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
 }
 
 /// Binds [`ConfigProbe`] to a device whose config space is reached as `mode` says; returns
@@ -189,11 +196,12 @@ impl FailFreeze {
 impl virtio::Driver for FailFreeze {
     type Context = SpinLock<Option<Arc<FailData>>>;
     type Data = FailData;
-    const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(FAIL_FREEZE_ID)];
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(FAIL_FREEZE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
     fn probe(
-        dev: &virtio::Device,
+        dev: &virtio::Device<Core<'_>>,
         bound: &Arc<SpinLock<Option<Arc<FailData>>>>,
     ) -> Result<Arc<FailData>> {
         let vqs = dev.find_vqs(&[VirtqueueInfo {
@@ -217,22 +225,52 @@ impl virtio::Driver for FailFreeze {
         Ok(data)
     }
 
-    fn remove(_dev: &virtio::Device, _data: Arc<FailData>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<FailData>) {}
 
-    fn vq_interrupt(data: &Arc<FailData>, _index: u32) {
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<FailData>, _index: u32) {
         data.calls.fetch_add(1, Ordering::Relaxed);
         let mut q = data.vq.lock();
         while q.get_buf().is_some() {}
     }
 
-    fn freeze(_dev: &virtio::Device, _data: &Arc<FailData>) -> Result {
+    fn freeze(_dev: &virtio::Device<Bound>, _data: &Arc<FailData>) -> Result {
         Err(EBUSY)
     }
 
-    fn restore(_dev: &virtio::Device, data: &Arc<FailData>) -> Result {
+    fn restore(_dev: &virtio::Device<Bound>, data: &Arc<FailData>) -> Result {
         data.restores.fetch_add(1, Ordering::Relaxed);
         Self::refill(&data.vq)
     }
+}
+
+/// A device type no real device uses; only [`KeepHandle`] binds it.
+const KEEP_HANDLE_ID: u32 = 0xfff7;
+
+/// What [`KeepHandle`]'s probe kept: a handle and an atomic config writer, which outlive the
+/// binding in the test.
+type Kept = SpinLock<Option<(virtio::BoundHandle, virtio::AtomicConfigWriter)>>;
+
+/// A driver that keeps a [`virtio::BoundHandle`] and a [`virtio::AtomicConfigWriter`] of its
+/// device where the test can use them after the device is gone.
+struct KeepHandle;
+
+impl virtio::Driver for KeepHandle {
+    type Context = Kept;
+    type Data = ();
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(KEEP_HANDLE_ID)]);
+    const FEATURES: &'static [u32] = &[];
+
+    fn probe(dev: &virtio::Device<Core<'_>>, kept: &Arc<Kept>) -> Result<Arc<()>> {
+        let handle = dev.handle()?;
+        let writer = dev.atomic_config_writer()?;
+        *kept.lock() = Some((handle, writer));
+        Ok(Arc::new((), GFP_KERNEL)?)
+    }
+
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<()>) {}
+
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
 }
 
 #[kunit_tests(virtio_console_rs_virtio_adapter)]
@@ -350,6 +388,44 @@ mod tests {
         assert_eq!(pending, 1);
         assert!(ran);
         assert_eq!(counts, Some((1, 1, true)));
+        Ok(())
+    }
+
+    /// A handle and an atomic config writer reach the device only while it is bound: after
+    /// the unbind, the handle gives nothing and the writer writes nothing (an `ARef<Device>`
+    /// used to reach the transport there, which virtio-pci has unmapped by then).
+    #[test]
+    fn handles_end_with_the_binding() -> Result {
+        let kept = Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let _driver = KBox::pin_init(
+            virtio::Registration::<KeepHandle>::new(
+                c"virtio_console_rs_kunit_keep_handle",
+                kept.clone(),
+                kernel::module::this_module::<crate::VirtioConsoleModule>(),
+            ),
+            GFP_KERNEL,
+        )?;
+        let dev = TestDevice::new(KEEP_HANDLE_ID, 0, &[1, 2, 3, 4], 8)?;
+        let pair = kept.lock().take();
+        let bound = pair.as_ref().map(|(h, w)| {
+            (
+                h.with(|d| d.config().map(|c| c.read_u32(0))),
+                w.write_u32(0, 0x55),
+            )
+        });
+        let mut cfg = [0u8; 1];
+        dev.config_read(0, &mut cfg);
+        drop(dev);
+        let unbound = pair
+            .as_ref()
+            .map(|(h, w)| (h.with(|d| d.index()), w.write_u32(0, 0x66)));
+        drop(pair);
+        drop(_driver);
+
+        let config = u32::from_le_bytes([1, 2, 3, 4]);
+        assert_eq!(bound, Some((Some(Some(config)), true)));
+        assert_eq!(cfg[0], 0x55);
+        assert_eq!(unbound, Some((None, false)));
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use kernel::{
     alloc::kvec::PushError,
     chrdev::{Cdev, Region},
     debugfs,
+    device::{Bound, Core},
     device_class::{ClassDevice, Uevent},
     hvc,
     ida::{Ida, IdaId},
@@ -68,7 +69,10 @@ struct EmergWriter {
 impl kmsg_dump::Dumper for EmergWriter {
     fn dump(&self, _reason: kmsg_dump::Reason, log: &[u8]) {
         for &b in log {
-            self.config.write_u32(CONFIG_EMERG_WR, u32::from(b));
+            if !self.config.write_u32(CONFIG_EMERG_WR, u32::from(b)) {
+                // The device is gone.
+                return;
+            }
             // Pace the bytes: QEMU hands each one to the chardev at once and drops what the
             // chardev cannot take right then.
             udelay(Delta::from_micros(EMERG_BYTE_DELAY_US));
@@ -108,6 +112,8 @@ struct PortEntry {
 #[pin_data]
 pub(crate) struct PortsDevice {
     link: Arc<DeviceLink>,
+    /// The device while it is bound, for the config work item.
+    bound: virtio::BoundHandle,
     globals: Arc<Globals>,
     multiport: bool,
     max_nr_ports: u32,
@@ -146,12 +152,15 @@ impl WorkItem<1> for PortsDevice {
     type Pointer = Arc<PortsDevice>;
 
     fn run(this: Arc<Self>) {
-        this.update_size_from_config();
+        this.bound.with(|dev| this.update_size_from_config(dev));
     }
 }
 
 impl PortsDevice {
-    pub(crate) fn probe(vdev: &virtio::Device, globals: &Arc<Globals>) -> Result<Arc<Self>> {
+    pub(crate) fn probe(
+        vdev: &virtio::Device<Core<'_>>,
+        globals: &Arc<Globals>,
+    ) -> Result<Arc<Self>> {
         let multiport = vdev.has_feature(uapi::VIRTIO_CONSOLE_F_MULTIPORT);
         let size = vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE);
         let config = vdev.config();
@@ -214,6 +223,7 @@ impl PortsDevice {
             },
             false => None,
         };
+        let bound = vdev.handle()?;
         let incoming = Fifo::new(if multiport { CONTROL_BACKLOG } else { 0 }, GFP_KERNEL)?;
         let link = Arc::pin_init(
             DeviceLink::new(
@@ -229,6 +239,7 @@ impl PortsDevice {
         let this = Arc::pin_init(
             pin_init!(Self {
                 link,
+                bound,
                 globals: globals.clone(),
                 multiport,
                 max_nr_ports,
@@ -259,7 +270,7 @@ impl PortsDevice {
         }
         this.link
             .send_control(control::BAD_ID, Event::DeviceReady, 1);
-        this.update_size_from_config();
+        this.update_size_from_config(vdev);
         Ok(this)
     }
 
@@ -332,9 +343,9 @@ impl PortsDevice {
     /// The system woke up: the queues exist again, empty. Refill them and tell the host about
     /// every port again; the host answers with each port's open state (and name). As the C
     /// driver's `virtcons_restore`.
-    pub(crate) fn restore(&self) -> Result {
+    pub(crate) fn restore(&self, vdev: &virtio::Device<Bound>) -> Result {
         let ports = self.ports_snapshot()?;
-        self.link.vdev.device_ready();
+        vdev.device_ready();
         if self.multiport {
             self.fill_control_rx()?;
         }
@@ -383,8 +394,7 @@ impl PortsDevice {
         }
     }
 
-    fn update_size_from_config(&self) {
-        let vdev = &self.link.vdev;
+    fn update_size_from_config(&self, vdev: &virtio::Device<Bound>) {
         if self.multiport || !vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE) {
             return;
         }
