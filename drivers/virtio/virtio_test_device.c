@@ -194,19 +194,36 @@ static const char *vtd_bus_name(struct virtio_device *vdev)
 	return "virtio-test";
 }
 
-static const struct virtio_config_ops vtd_config_ops = {
-	.get = vtd_get,
-	.set = vtd_set,
-	.generation = vtd_generation,
-	.get_status = vtd_get_status,
-	.set_status = vtd_set_status,
-	.reset = vtd_reset,
-	.find_vqs = vtd_find_vqs,
-	.del_vqs = vtd_del_vqs,
-	.synchronize_cbs = vtd_synchronize_cbs,
-	.get_features = vtd_get_features,
-	.finalize_features = vtd_finalize_features,
-	.bus_name = vtd_bus_name,
+/* A config write as a sleeping transport (vDPA, CCW, UML) does it. */
+static void vtd_set_sleeping(struct virtio_device *vdev, unsigned int offset,
+			     const void *buf, unsigned int len)
+{
+	might_sleep();
+	vtd_set(vdev, offset, buf, len);
+}
+
+#define VTD_CONFIG_OPS(getter, setter)				\
+	{							\
+		.get = getter,					\
+		.set = setter,					\
+		.generation = vtd_generation,			\
+		.get_status = vtd_get_status,			\
+		.set_status = vtd_set_status,			\
+		.reset = vtd_reset,				\
+		.find_vqs = vtd_find_vqs,			\
+		.del_vqs = vtd_del_vqs,				\
+		.synchronize_cbs = vtd_synchronize_cbs,		\
+		.get_features = vtd_get_features,		\
+		.finalize_features = vtd_finalize_features,	\
+		.bus_name = vtd_bus_name,			\
+	}
+
+/* Indexed by enum virtio_test_config_mode. */
+static const struct virtio_config_ops vtd_config_ops[] = {
+	[VIRTIO_TEST_CONFIG_ATOMIC] = VTD_CONFIG_OPS(vtd_get, vtd_set),
+	[VIRTIO_TEST_CONFIG_SLEEPING] = VTD_CONFIG_OPS(vtd_get, vtd_set_sleeping),
+	/* As virtio-pci modern without a device-config capability. */
+	[VIRTIO_TEST_CONFIG_NONE] = VTD_CONFIG_OPS(NULL, NULL),
 };
 
 static void vtd_release(struct device *dev)
@@ -259,11 +276,46 @@ struct virtio_test_device *virtio_test_device_create(u32 device_id, u64 features
 	spin_lock_init(&tdev->lock);
 	tdev->vdev.id.device = device_id;
 	tdev->vdev.id.vendor = VTD_VENDOR;
-	tdev->vdev.config = &vtd_config_ops;
+	tdev->vdev.config = &vtd_config_ops[VIRTIO_TEST_CONFIG_ATOMIC];
 	tdev->vdev.dev.release = vtd_release;
 	return tdev;
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_create);
+
+/**
+ * virtio_test_device_set_config_mode() - choose how the config space is reached
+ * @tdev: the device, not yet registered
+ * @mode: VIRTIO_TEST_CONFIG_ATOMIC (the default: ->set never sleeps, as on
+ *	virtio-pci and virtio-mmio), VIRTIO_TEST_CONFIG_SLEEPING (->set may sleep,
+ *	as on vDPA, CCW and UML) or VIRTIO_TEST_CONFIG_NONE (no ->get or ->set,
+ *	as virtio-pci modern without a device-config capability)
+ *
+ * Return: 0, -EBUSY once registered, -EINVAL for an unknown mode.
+ */
+int virtio_test_device_set_config_mode(struct virtio_test_device *tdev,
+				       enum virtio_test_config_mode mode)
+{
+	if (tdev->registered)
+		return -EBUSY;
+	if ((unsigned int)mode >= ARRAY_SIZE(vtd_config_ops))
+		return -EINVAL;
+	tdev->vdev.config = &vtd_config_ops[mode];
+	return 0;
+}
+EXPORT_SYMBOL_GPL(virtio_test_device_set_config_mode);
+
+/**
+ * virtio_test_device_set_is_atomic() - whether a test device's config write
+ *	never sleeps
+ * @vdev: a virtio device
+ *
+ * Return: true if @vdev is a test device in VIRTIO_TEST_CONFIG_ATOMIC mode.
+ */
+bool virtio_test_device_set_is_atomic(struct virtio_device *vdev)
+{
+	return vdev->config == &vtd_config_ops[VIRTIO_TEST_CONFIG_ATOMIC];
+}
+EXPORT_SYMBOL_GPL(virtio_test_device_set_is_atomic);
 
 /**
  * virtio_test_device_register() - put the device on the virtio bus
@@ -618,7 +670,9 @@ EXPORT_SYMBOL_GPL(virtio_test_device_interrupt);
  */
 struct virtio_test_device *virtio_test_device_of(struct virtio_device *vdev)
 {
-	return vdev->config == &vtd_config_ops ? to_vtd(vdev) : NULL;
+	return vdev->config >= vtd_config_ops &&
+	       vdev->config < vtd_config_ops + ARRAY_SIZE(vtd_config_ops) ?
+		       to_vtd(vdev) : NULL;
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_of);
 
@@ -743,3 +797,16 @@ int virtio_test_device_restore(struct virtio_test_device *tdev)
 #endif
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_restore);
+
+/**
+ * virtio_test_irqs_disabled() - whether local interrupts are off on this CPU
+ *
+ * For tests that check the context a driver callback runs in.
+ *
+ * Return: irqs_disabled().
+ */
+bool virtio_test_irqs_disabled(void)
+{
+	return irqs_disabled();
+}
+EXPORT_SYMBOL_GPL(virtio_test_irqs_disabled);

@@ -21,10 +21,25 @@ struct virtio_test_buf {
 	u32 writable;
 };
 
+/**
+ * enum virtio_test_config_mode - how a test device's config space is reached
+ * @VIRTIO_TEST_CONFIG_ATOMIC: ->get and ->set never sleep (virtio-pci, -mmio)
+ * @VIRTIO_TEST_CONFIG_SLEEPING: ->set may sleep (vDPA, CCW, UML)
+ * @VIRTIO_TEST_CONFIG_NONE: no ->get or ->set (virtio-pci modern without a
+ *	device-config capability)
+ */
+enum virtio_test_config_mode {
+	VIRTIO_TEST_CONFIG_ATOMIC,
+	VIRTIO_TEST_CONFIG_SLEEPING,
+	VIRTIO_TEST_CONFIG_NONE,
+};
+
 struct virtio_test_device *virtio_test_device_create(u32 device_id, u64 features,
 						     const void *config,
 						     size_t config_len,
 						     unsigned int queue_size);
+int virtio_test_device_set_config_mode(struct virtio_test_device *tdev,
+				       enum virtio_test_config_mode mode);
 int virtio_test_device_register(struct virtio_test_device *tdev);
 void virtio_test_device_destroy(struct virtio_test_device *tdev);
 bool virtio_test_device_bound(struct virtio_test_device *tdev);
@@ -56,5 +71,7 @@ int virtio_test_device_break_queue(struct virtio_test_device *tdev,
 				   unsigned int q);
 int virtio_test_device_freeze(struct virtio_test_device *tdev);
 int virtio_test_device_restore(struct virtio_test_device *tdev);
+bool virtio_test_irqs_disabled(void);
+bool virtio_test_device_set_is_atomic(struct virtio_device *vdev);
 
 #endif /* _LINUX_VIRTIO_TEST_DEVICE_H */

@@ -5,9 +5,25 @@
 //! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h) and
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h)
 //!
-//! A virtio driver implements [`Driver`] and registers it with a [`Registration`]. The bus calls
-//! [`Driver::probe`] for every matching device; the driver finds its virtqueues with
-//! [`Device::find_vqs`] and returns its per-device data in an [`Arc`].
+//! A virtio driver implements [`Driver`] and registers it with a [`Registration`] (or, for a
+//! module with one driver, [`module_virtio_driver!`](crate::module_virtio_driver)). The bus calls
+//! [`Driver::probe`] for every device that matches [`Driver::ID_TABLE`]; the driver finds its
+//! virtqueues with [`Device::find_vqs`] and returns its per-device data in an [`Arc`].
+//!
+//! # Device contexts
+//!
+//! As for the other buses, a [`Device`] reference carries what is known about the device's
+//! binding (see [`device::DeviceContext`]):
+//!
+//! - `&Device<Core>` in [`Driver::probe`] and [`Driver::remove`]: the bus callbacks that set
+//!   the device up and tear it down ([`Device::find_vqs`], [`Device::reset`]);
+//! - `&Device<Bound>` in every other callback, and through a [`BoundHandle`] from process
+//!   context: the device is bound to this driver for as long as the reference lives, so the
+//!   transport operations ([`Device::config`], [`Device::device_ready`],
+//!   [`Device::atomic_config_writer`], ...) are available;
+//! - `ARef<Device>` (the `Normal` context): a counted reference that may outlive the binding,
+//!   which only reaches what stays valid on an unbound device (the index, the negotiated
+//!   features and the byte-order conversions they decide).
 //!
 //! # Callbacks during probe
 //!
@@ -28,7 +44,8 @@
 //! cannot touch freed queues.
 
 use crate::{
-    bindings, device,
+    bindings,
+    device::{self, Bound, Core, DeviceContext, Normal},
     error::{to_result, Error, Result},
     prelude::*,
     str::CStr,
@@ -43,7 +60,7 @@ use core::{marker::PhantomData, mem::ManuallyDrop, ptr::NonNull};
 #[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
 pub mod test_device;
 mod virtqueue;
-pub use virtqueue::{Buffer, NestedBackend, Virtqueue, VirtqueueGuard};
+pub use virtqueue::{Buffer, Dead, NestedBackend, Virtqueue, VirtqueueGuard};
 
 /// The virtio device ID of a console (`VIRTIO_ID_CONSOLE`).
 pub const ID_CONSOLE: u32 = bindings::VIRTIO_ID_CONSOLE;
@@ -55,9 +72,10 @@ pub const DEV_ANY_ID: u32 = bindings::VIRTIO_DEV_ANY_ID;
 
 /// A virtio device id, laid out as `struct virtio_device_id`.
 ///
-/// Besides [`Driver::ID_TABLE`], which the bus matches against, a module lists its ids with
-/// [`module_virtio_device_table!`](crate::module_virtio_device_table) so that modpost writes
-/// `virtio:d<device>v<vendor>` aliases and udev loads the module when such a device appears.
+/// A driver lists its ids once, with [`virtio_device_table!`](crate::virtio_device_table): the
+/// same table is what the bus matches against ([`Driver::ID_TABLE`]) and what modpost turns
+/// into `virtio:d<device>v<vendor>` aliases, so that udev loads the module when such a device
+/// appears.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct DeviceId {
@@ -76,16 +94,26 @@ unsafe impl crate::device_id::RawDeviceId for DeviceId {
 const _: () =
     assert!(core::mem::size_of::<DeviceId>() == core::mem::size_of::<bindings::virtio_device_id>());
 
-/// Declares the virtio ids of a module for modpost, which turns them into `MODULE_ALIAS`es
-/// (`virtio:d00000003v*` for a console driver), as `MODULE_DEVICE_TABLE(virtio, ...)` does in C.
+/// The id table of a virtio driver ([`Driver::ID_TABLE`]): a zero-terminated array of
+/// [`DeviceId`]s.
+pub type IdTable = &'static dyn crate::device_id::IdTable<DeviceId, ()>;
+
+/// Declares the virtio id table `$table_name` of a module: a static that the driver names in
+/// [`Driver::ID_TABLE`], and that modpost turns into `MODULE_ALIAS`es (`virtio:d00000003v*` for
+/// a console driver), as `MODULE_DEVICE_TABLE(virtio, ...)` does in C.
 ///
 /// # Examples
 ///
 /// ```ignore
-/// kernel::module_virtio_device_table!(CONSOLE_IDS, [virtio::DeviceId::new(virtio::ID_CONSOLE)]);
+/// kernel::virtio_device_table!(CONSOLE_IDS, [virtio::DeviceId::new(virtio::ID_CONSOLE)]);
+///
+/// impl virtio::Driver for Console {
+///     const ID_TABLE: virtio::IdTable = &CONSOLE_IDS;
+///     // ...
+/// }
 /// ```
 #[macro_export]
-macro_rules! module_virtio_device_table {
+macro_rules! virtio_device_table {
     ($table_name:ident, [$($id:expr),* $(,)?]) => {
         $crate::module_device_table!(
             "virtio",
@@ -127,29 +155,32 @@ pub trait Driver: Send + Sync + 'static {
     /// Per-device data returned by [`Driver::probe`].
     type Data: Send + Sync;
 
-    /// The devices the driver binds to.
-    const ID_TABLE: &'static [DeviceId];
+    /// The devices the driver binds to, from [`virtio_device_table!`](crate::virtio_device_table).
+    const ID_TABLE: IdTable;
 
     /// The feature bits the driver supports; the core negotiates their intersection with the
     /// device's.
     const FEATURES: &'static [u32];
 
     /// Binds the driver to `dev`.
-    fn probe(dev: &Device, ctx: &Arc<Self::Context>) -> Result<Arc<Self::Data>>;
+    fn probe(dev: &Device<Core<'_>>, ctx: &Arc<Self::Context>) -> Result<Arc<Self::Data>>;
 
     /// Unbinds the driver from `dev`.
     ///
     /// The device is already reset and no callback runs any more; the queues are still
     /// allocated (operations on them are memory-safe but the device ignores them) and are
     /// revoked and deleted after `remove` returns.
-    fn remove(dev: &Device, data: Arc<Self::Data>);
+    fn remove(dev: &Device<Core<'_>>, data: Arc<Self::Data>);
 
     /// A used-buffer notification on the queue with index `index` (atomic context).
-    fn vq_interrupt(data: &Arc<Self::Data>, index: u32);
+    fn vq_interrupt(dev: &Device<Bound>, data: &Arc<Self::Data>, index: u32);
 
     /// The device's configuration space changed (atomic context).
-    fn config_changed(data: &Arc<Self::Data>) {
-        let _ = data;
+    ///
+    /// Reading the config space may sleep: defer it, for example to a work item that reads it
+    /// through a [`BoundHandle`].
+    fn config_changed(dev: &Device<Bound>, data: &Arc<Self::Data>) {
+        let _ = (dev, data);
     }
 
     /// The system is going to sleep, or the transport is about to reset the device.
@@ -158,8 +189,12 @@ pub trait Driver: Send + Sync + 'static {
     /// deferred work and forgets what it had lent the device. When this returns, the adapter
     /// revokes every queue (dropping the buffers the device still owned) and deletes them; the
     /// [`Virtqueue`] objects stay valid and are attached to new queues before
-    /// [`Driver::restore`]. An error aborts the sleep.
-    fn freeze(dev: &Device, data: &Arc<Self::Data>) -> Result {
+    /// [`Driver::restore`].
+    ///
+    /// An error aborts the sleep (or the transport reset); the adapter then brings the device
+    /// back at once: the queues are deleted, found again empty, and [`Driver::restore`] runs
+    /// as after a wake-up, so the driver must cope with a restore after a partial freeze.
+    fn freeze(dev: &Device<Bound>, data: &Arc<Self::Data>) -> Result {
         let _ = (dev, data);
         Ok(())
     }
@@ -168,37 +203,49 @@ pub trait Driver: Send + Sync + 'static {
     ///
     /// The features are negotiated again and the driver's queues exist again, empty. The
     /// driver refills them and calls [`Device::device_ready`] (the core does if it does not).
-    fn restore(dev: &Device, data: &Arc<Self::Data>) -> Result {
+    fn restore(dev: &Device<Bound>, data: &Arc<Self::Data>) -> Result {
         let _ = (dev, data);
         Ok(())
     }
 }
 
-/// A virtio device.
+/// A virtio device, in the context `Ctx` (see the module documentation).
 ///
 /// # Invariants
 ///
 /// `self.0` is a valid `struct virtio_device`, alive for as long as a reference to `Device`
-/// exists.
+/// exists. For `Ctx` = [`Bound`] (and [`Core`], which dereferences to it), the device is bound
+/// to a driver of this module's [`Registration`] for as long as the reference lives; for
+/// [`Core`], the reference lives inside that driver's probe or remove.
 #[repr(transparent)]
-pub struct Device(Opaque<bindings::virtio_device>);
+pub struct Device<Ctx: DeviceContext = Normal>(Opaque<bindings::virtio_device>, PhantomData<Ctx>);
 
-impl Device {
+// SAFETY: `Device` is a transparent wrapper of a type that does not depend on its generic
+// argument.
+kernel::impl_device_context_deref!(unsafe { Device });
+kernel::impl_device_context_into_aref!(Device);
+
+impl<Ctx: DeviceContext> Device<Ctx> {
     /// Creates a reference from a raw pointer.
     ///
     /// # Safety
     ///
-    /// `ptr` must point to a valid `struct virtio_device` that stays alive for `'a`.
+    /// `ptr` must point to a valid `struct virtio_device` that stays alive for `'a`, in the
+    /// state `Ctx` promises (see the type invariants) for all of `'a`.
     unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
         // SAFETY: `Device` is a transparent wrapper of `struct virtio_device`; the caller
-        // guarantees validity for `'a`.
+        // guarantees validity and the context for `'a`.
         unsafe { &*ptr.cast() }
     }
 
     fn as_raw(&self) -> *mut bindings::virtio_device {
         self.0.get()
     }
+}
 
+/// What is valid on any device, bound or not: the device stays allocated while referenced, and
+/// these fields are set before it is registered (the features when a driver probes it).
+impl Device {
     /// The bus index of the device, the `N` of `virtioN`.
     pub fn index(&self) -> u32 {
         // SAFETY: By the type invariant `self.0` is valid; `index` is set before the device is
@@ -210,45 +257,6 @@ impl Device {
     pub fn has_feature(&self, fbit: u32) -> bool {
         // SAFETY: By the type invariant `self.as_raw()` is valid.
         unsafe { bindings::virtio_has_feature(self.as_raw(), fbit) }
-    }
-
-    /// Whether the transport gives access to the configuration space.
-    pub fn config_accessible(&self) -> bool {
-        // SAFETY: By the type invariant `self.as_raw()` is valid.
-        unsafe { bindings::virtio_config_accessible(self.as_raw()) }
-    }
-
-    /// Reads a 16-bit configuration field at byte `offset`, converted from virtio endianness.
-    ///
-    /// May sleep. Use `core::mem::offset_of!` on the uapi config struct for `offset`.
-    pub fn config_read_u16(&self, offset: usize) -> u16 {
-        // SAFETY: By the type invariant `self.as_raw()` is valid; out-of-range offsets are
-        // handled by the transport.
-        unsafe { bindings::virtio_cread16(self.as_raw(), offset as u32) }
-    }
-
-    /// Reads a 32-bit configuration field at byte `offset`, converted from virtio endianness.
-    ///
-    /// May sleep.
-    pub fn config_read_u32(&self, offset: usize) -> u32 {
-        // SAFETY: As for `config_read_u16`.
-        unsafe { bindings::virtio_cread32(self.as_raw(), offset as u32) }
-    }
-
-    /// Writes a 32-bit configuration field at byte `offset`, converted to virtio endianness.
-    pub fn config_write_u32(&self, offset: usize, val: u32) {
-        // SAFETY: As for `config_read_u16`.
-        unsafe { bindings::virtio_cwrite32(self.as_raw(), offset as u32, val) }
-    }
-
-    /// Writes a 32-bit configuration field without sleeping, for atomic context such as a
-    /// panic-time [`crate::kmsg_dump`] dumper.
-    ///
-    /// Only the register-based transports (virtio-pci, virtio-mmio) are supported by the
-    /// kernel; their `set` never sleeps.
-    pub fn config_write_u32_atomic(&self, offset: usize, val: u32) {
-        // SAFETY: By the type invariant `self.as_raw()` is valid.
-        unsafe { bindings::virtio_cwrite32_atomic(self.as_raw(), offset as u32, val) }
     }
 
     /// Converts a CPU value to the device's 16-bit wire format (`cpu_to_virtio16`).
@@ -275,18 +283,78 @@ impl Device {
         unsafe { bindings::virtio32_to_cpu(self.as_raw(), val) }
     }
 
+    /// Takes a counted reference to the device, which may outlive the binding.
+    pub fn get(&self) -> ARef<Device> {
+        ARef::from(self)
+    }
+}
+
+/// Transport operations: only while the device is bound (a virtio-pci device's registers are
+/// unmapped after its removal, and `priv` belongs to whichever driver is bound).
+impl Device<Bound> {
+    /// Whether the transport gives access to the configuration space (virtio-pci modern
+    /// without a device-config capability does not).
+    pub fn config_accessible(&self) -> bool {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio_config_accessible(self.as_raw()) }
+    }
+
+    /// The configuration space, or `None` if the transport gives no access to it.
+    pub fn config(&self) -> Option<Config<'_>> {
+        // INVARIANT: Checked just above; `self` is bound.
+        self.config_accessible().then_some(Config { dev: self })
+    }
+
+    /// A writer of configuration fields that never sleeps, for atomic context such as a
+    /// panic-time [`crate::kmsg_dump`] dumper; it stops writing when the device is unbound.
+    ///
+    /// Fails with `EOPNOTSUPP` unless the transport is known to write the config space without
+    /// sleeping: virtio-pci and virtio-mmio, which write device registers (decided by the
+    /// driver of the transport device; see `rust_helper_virtio_config_set_atomic`). vDPA, CCW
+    /// and UML, whose writes may sleep, and a transport without config access are refused.
+    /// Fails with `ENODEV` for a device not bound to a Rust driver of this module.
+    pub fn atomic_config_writer(&self) -> Result<AtomicConfigWriter> {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        if !unsafe { bindings::virtio_config_set_atomic(self.as_raw()) } {
+            return Err(EOPNOTSUPP);
+        }
+        let binding = self.state().ok_or(ENODEV)?.binding.clone();
+        // INVARIANT: Checked just above; `binding` is revoked when the device is unbound.
+        Ok(AtomicConfigWriter { binding })
+    }
+
+    /// A handle that gives this device back as `&Device<Bound>` from process context (a work
+    /// item) for as long as it stays bound. Fails with `ENODEV` for a device not bound to a
+    /// Rust driver of this module.
+    pub fn handle(&self) -> Result<BoundHandle> {
+        let binding = self.state().ok_or(ENODEV)?.binding.clone();
+        Ok(BoundHandle { binding })
+    }
+
+    /// The adapter's state of this device, if it is bound to a Rust driver.
+    fn state(&self) -> Option<&DeviceState> {
+        // SAFETY: `self` is bound (type invariant), so `priv_` is owned by the bound driver; if
+        // it is one of ours, the adapter set it to a `DeviceState` before calling `probe`, and
+        // frees the state only after `remove`.
+        let p = unsafe { (*self.as_raw()).priv_ };
+        // SAFETY: See above; the state outlives every `&Device<Bound>` handed to the driver.
+        (!p.is_null()).then(|| unsafe { &*p.cast::<DeviceState>() })
+    }
+
     /// Sets `DRIVER_OK`, so the device may use the queues while `probe` is still running.
     pub fn device_ready(&self) {
         // SAFETY: By the type invariant `self.as_raw()` is valid.
         unsafe { bindings::virtio_device_ready(self.as_raw()) }
     }
 
-    /// Resets the device: it stops using the queues and raising interrupts, and callbacks
-    /// already running have finished when this returns.
-    ///
-    /// Sleeps (it waits for an RCU grace period): never call it from a [`Driver`] callback
-    /// that runs in atomic context, which would wait for itself, or under a spinlock.
-    pub fn reset(&self) {
+    /// Marks every queue of the device broken, so no further buffers are used.
+    pub fn break_device(&self) {
+        // SAFETY: By the type invariant `self.as_raw()` is valid.
+        unsafe { bindings::virtio_break_device(self.as_raw()) }
+    }
+
+    /// [`Device::reset`], for the adapter (and `Device<Core>`).
+    fn reset_inner(&self) {
         crate::task::might_sleep();
         // SAFETY: By the type invariant `self.as_raw()` is valid.
         unsafe { bindings::virtio_reset_device(self.as_raw()) };
@@ -300,16 +368,29 @@ impl Device {
         rcu::synchronize_rcu();
     }
 
-    /// Marks every queue of the device broken, so no further buffers are used.
-    pub fn break_device(&self) {
-        // SAFETY: By the type invariant `self.as_raw()` is valid.
-        unsafe { bindings::virtio_break_device(self.as_raw()) }
+    /// Resets the device ([`Device::reset`]) and returns the proof that its queues are dead.
+    ///
+    /// For the adapter only: the proof must be dropped before the queues are found again.
+    fn reset_dead(&self) -> Dead<'_> {
+        self.reset_inner();
+        // SAFETY: The device was just reset; the adapter drops the proof before the callback
+        // (remove, a failed probe, freeze) returns, so before any queue is found again.
+        unsafe { Dead::new(self) }
+    }
+}
+
+/// Set-up and teardown: only in [`Driver::probe`] and [`Driver::remove`].
+impl<'a> Device<Core<'a>> {
+    /// Resets the device: it stops using the queues and raising interrupts, and callbacks
+    /// already running have finished when this returns. Sleeps (an RCU grace period).
+    pub fn reset(&self) {
+        self.reset_inner();
     }
 
-    /// Finds the device's virtqueues, in the order of `infos`.
+    /// Finds the device's virtqueues, in the order of `infos`. Once per binding (`EBUSY`
+    /// after that).
     ///
-    /// Must be called from [`Driver::probe`], once. The queues stay usable until the device is
-    /// removed; see the module documentation.
+    /// The queues stay usable until the device is removed; see the module documentation.
     pub fn find_vqs(&self, infos: &[VirtqueueInfo]) -> Result<KVec<Arc<Virtqueue>>> {
         let state = self.state().ok_or(EINVAL)?;
         let n = infos.len();
@@ -344,32 +425,146 @@ impl Device {
             }
         }
         if let Err(e) = result {
+            // No wrapper reached the driver, so no buffer was queued.
             for vq in queues.vqs.drain_all() {
-                vq.revoke();
+                vq.forget_unused();
             }
-            // SAFETY: The queues were found above and every wrapper is revoked.
+            // SAFETY: The queues were found above and every wrapper has forgotten them.
             unsafe { bindings::virtio_del_vqs(self.as_raw()) };
             return Err(e);
         }
         queues.infos = saved;
         Ok(out)
     }
+}
 
-    /// The adapter's state of this device, if it is bound to a Rust driver.
-    fn state(&self) -> Option<&DeviceState> {
-        // SAFETY: `priv_` is owned by the bound driver; the adapter sets it to a `DeviceState`
-        // before calling `probe` and clears it when `remove` begins, and frees the state only
-        // after `remove`.
-        let p = unsafe { (*self.as_raw()).priv_ };
-        // SAFETY: See above; the state outlives every `&Device` handed to the driver.
-        (!p.is_null()).then(|| unsafe { &*p.cast::<DeviceState>() })
+/// The configuration space of a device whose transport gives access to it, from
+/// [`Device::config`].
+///
+/// Every access may sleep (some transports wait for the device). Use `core::mem::offset_of!`
+/// on the uapi config struct for the offsets; out-of-range offsets are the transport's to
+/// handle.
+///
+/// # Invariants
+///
+/// The transport of `dev` has both a `get` and a `set` config operation.
+#[derive(Clone, Copy)]
+pub struct Config<'a> {
+    dev: &'a Device<Bound>,
+}
+
+impl Config<'_> {
+    /// Reads a 16-bit field at byte `offset`, converted from virtio endianness.
+    pub fn read_u16(&self, offset: usize) -> u16 {
+        // SAFETY: `dev` is valid and bound (type invariant of `Device<Bound>`), and its
+        // transport has a `get` (type invariant); out-of-range offsets are handled by the
+        // transport.
+        unsafe { bindings::virtio_cread16(self.dev.as_raw(), offset as u32) }
+    }
+
+    /// Reads a 32-bit field at byte `offset`, converted from virtio endianness.
+    pub fn read_u32(&self, offset: usize) -> u32 {
+        // SAFETY: As for `read_u16`.
+        unsafe { bindings::virtio_cread32(self.dev.as_raw(), offset as u32) }
+    }
+
+    /// Writes a 32-bit field at byte `offset`, converted to virtio endianness.
+    pub fn write_u32(&self, offset: usize, val: u32) {
+        // SAFETY: `dev` is valid and bound, and its transport has a `set` (type invariant).
+        unsafe { bindings::virtio_cwrite32(self.dev.as_raw(), offset as u32, val) }
     }
 }
 
-impl AsRef<device::Device> for Device {
-    fn as_ref(&self) -> &device::Device {
+/// Writes configuration fields without sleeping, from [`Device::atomic_config_writer`]; a
+/// write after the device was unbound does nothing.
+///
+/// # Invariants
+///
+/// The transport of the device of `binding` has a `set` config operation that never sleeps.
+pub struct AtomicConfigWriter {
+    binding: Arc<Binding>,
+}
+
+impl AtomicConfigWriter {
+    /// Writes a 32-bit field at byte `offset`, converted to virtio endianness, from any
+    /// context. Returns `false`, writing nothing, once the device is unbound.
+    pub fn write_u32(&self, offset: usize, val: u32) -> bool {
+        let _rcu = rcu::read_lock();
+        if !self.binding.live.load(Acquire) {
+            return false;
+        }
+        // SAFETY: The device is still bound: `Binding::revoke` clears `live` and then waits
+        // for a grace period before the device is unbound, and we hold the RCU read lock. Its
+        // transport's `set` exists and does not sleep (type invariant).
+        unsafe { bindings::virtio_cwrite32_atomic(self.binding.vdev, offset as u32, val) };
+        true
+    }
+}
+
+/// The binding of one device to a Rust driver, shared by the adapter, [`BoundHandle`]s and
+/// [`AtomicConfigWriter`]s; revoked when the driver is unbound.
+///
+/// # Invariants
+///
+/// `vdev` is a valid device bound to a driver of this module while `live` is `true` (for a
+/// reader under the RCU read lock) and while `bound` holds `true` (for its lock holder). Both
+/// turn `false` once, in [`Binding::revoke`], before the device is unbound.
+#[pin_data]
+struct Binding {
+    vdev: *mut bindings::virtio_device,
+    /// For atomic users, under the RCU read lock.
+    live: Atomic<bool>,
+    /// For sleeping users ([`BoundHandle::with`]).
+    #[pin]
+    bound: Mutex<bool>,
+}
+
+// SAFETY: `vdev` is only used while the device is bound (type invariant), from any thread.
+unsafe impl Send for Binding {}
+// SAFETY: See `Send`; the flags are an atomic and a mutex.
+unsafe impl Sync for Binding {}
+
+impl Binding {
+    /// Stops every user: waits for a [`BoundHandle::with`] in progress. Atomic users may still
+    /// be inside their RCU read-side critical section: the caller waits for a grace period
+    /// (the reset that follows) before the device is unbound.
+    fn revoke(&self) {
+        let mut bound = self.bound.lock();
+        *bound = false;
+        self.live.store(false, Release);
+    }
+}
+
+/// A handle to a bound device, for process context outside the driver's callbacks (a work
+/// item): [`BoundHandle::with`] gives the device as `&Device<Bound>` until it is unbound.
+#[derive(Clone)]
+pub struct BoundHandle {
+    binding: Arc<Binding>,
+}
+
+impl BoundHandle {
+    /// Calls `f` with the device if it is still bound, and returns its result; returns `None`
+    /// once the device's removal has begun.
+    ///
+    /// May sleep. The device stays bound until `f` returns: its removal waits for `f` before
+    /// it calls [`Driver::remove`] (the handle is revoked first, so a work item that
+    /// [`Driver::remove`] flushes finds `None` and ends).
+    pub fn with<R>(&self, f: impl FnOnce(&Device<Bound>) -> R) -> Option<R> {
+        let bound = self.binding.bound.lock();
+        if !*bound {
+            return None;
+        }
+        // SAFETY: `bound` is held and `true`, so the device is valid and bound until it is
+        // released, after `f` returns (type invariant of `Binding`).
+        let dev = unsafe { Device::<Bound>::from_raw(self.binding.vdev) };
+        Some(f(dev))
+    }
+}
+
+impl<Ctx: DeviceContext> AsRef<device::Device<Ctx>> for Device<Ctx> {
+    fn as_ref(&self) -> &device::Device<Ctx> {
         // SAFETY: By the type invariant `self.as_raw()` is valid, so is its embedded
-        // `struct device`, for as long as `self` lives.
+        // `struct device`, for as long as `self` lives, in the same context.
         unsafe { device::Device::from_raw(&raw mut (*self.as_raw()).dev) }
     }
 }
@@ -393,13 +588,8 @@ unsafe impl AlwaysRefCounted for Device {
 unsafe impl Send for Device {}
 // SAFETY: All methods take `&self` and are safe to call concurrently.
 unsafe impl Sync for Device {}
-
-impl Device {
-    /// Takes a counted reference to the device.
-    pub fn get(&self) -> ARef<Device> {
-        ARef::from(self)
-    }
-}
+// SAFETY: As for `Device<Normal>`; `Bound` is a zero-sized marker.
+unsafe impl Sync for Device<Bound> {}
 
 /// What the adapter keeps in `vdev->priv` while a Rust driver is bound.
 ///
@@ -410,9 +600,11 @@ impl Device {
 struct DeviceState {
     vq_callback: unsafe extern "C" fn(*mut bindings::virtqueue),
     /// Every queue found, revoked before `del_vqs`. Touched in process context only, from probe,
-    /// remove, freeze and restore, which the driver core serialises.
+    /// remove, freeze and restore, which the adapter serialises (`BoundState::pm`).
     #[pin]
     queues: Mutex<Queues>,
+    /// Revoked when the driver is unbound.
+    binding: Arc<Binding>,
 }
 
 /// The queues of a bound device.
@@ -428,7 +620,7 @@ impl DeviceState {
     /// Finds the queues described by `infos`; on success every entry is non-null.
     fn find_raw(
         &self,
-        dev: &Device,
+        dev: &Device<Bound>,
         infos: &[VirtqueueInfo],
     ) -> Result<KVec<NonNull<bindings::virtqueue>>> {
         let n = infos.len();
@@ -473,8 +665,8 @@ impl DeviceState {
         Ok(out)
     }
 
-    /// Revokes every queue and deletes them. Called after the device was reset.
-    fn teardown(&self, dev: &Device) {
+    /// Revokes every queue and deletes them, after the device was reset (`dead`).
+    fn teardown(&self, dev: &Device<Bound>, dead: &Dead<'_>) {
         let mut queues = self.queues.lock();
         if queues.frozen {
             // Revoked and deleted by the freeze already.
@@ -485,22 +677,22 @@ impl DeviceState {
             return;
         }
         for vq in queues.vqs.drain_all() {
-            vq.revoke();
+            vq.revoke(dead);
         }
         // SAFETY: The device was reset and every `Virtqueue` wrapper is revoked, so nothing
         // uses the raw queues any more.
         unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
     }
 
-    /// Revokes and deletes every queue but keeps the wrappers, for [`Self::thaw`]. Called
-    /// after the device was reset.
-    fn freeze(&self, dev: &Device) {
+    /// Revokes and deletes every queue but keeps the wrappers, for [`Self::thaw`], after the
+    /// device was reset (`dead`).
+    fn freeze(&self, dev: &Device<Bound>, dead: &Dead<'_>) {
         let mut queues = self.queues.lock();
         if queues.frozen || queues.vqs.is_empty() {
             return;
         }
         for vq in queues.vqs.iter() {
-            vq.revoke();
+            vq.revoke(dead);
         }
         // SAFETY: The device was reset and every `Virtqueue` wrapper is revoked.
         unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
@@ -508,7 +700,7 @@ impl DeviceState {
     }
 
     /// Finds the queues again after [`Self::freeze`] and attaches the wrappers to them.
-    fn thaw(&self, dev: &Device) -> Result {
+    fn thaw(&self, dev: &Device<Bound>) -> Result {
         let mut queues = self.queues.lock();
         if !queues.frozen {
             return Ok(());
@@ -518,10 +710,11 @@ impl DeviceState {
             // SAFETY: `raw_vq` was just found and is deleted only after its wrapper is
             // revoked again (`teardown` or `freeze`).
             if let Err(e) = unsafe { vq.reattach(raw_vq) } {
+                // The driver's `restore` has not run yet, so no buffer was queued.
                 for vq in queues.vqs.iter() {
-                    vq.revoke();
+                    vq.forget_unused();
                 }
-                // SAFETY: Every wrapper is revoked again.
+                // SAFETY: Every wrapper has forgotten the new queues again.
                 unsafe { bindings::virtio_del_vqs(dev.as_raw()) };
                 return Err(e);
             }
@@ -561,6 +754,16 @@ struct BoundState<T: Driver> {
     /// process context (probe, when it publishes `data`).
     #[pin]
     pending: SpinLockIrq<Pending>,
+    /// Serialises probe, remove, freeze, restore, reset-prepare and reset-done of the device;
+    /// `true` once the device is removed (or its probe failed).
+    ///
+    /// The driver core holds the virtio device's lock for probe and remove only. virtio-pci
+    /// calls freeze/restore and `reset_prepare`/`reset_done` (a PCI function reset, which user
+    /// space can start through the PCI device's sysfs `reset` file) with the PCI device's lock
+    /// held, not the virtio device's; without this lock an unbind of the virtio device through
+    /// sysfs could free the state under a reset-prepare.
+    #[pin]
+    pm: Mutex<bool>,
 }
 
 impl<T: Driver> BoundState<T> {
@@ -627,16 +830,66 @@ impl<T: Driver> BoundState<T> {
 
     /// A new reference to the published driver data, if any.
     ///
-    /// Called in callbacks that the driver core serialises with probe and remove.
-    fn data(&self) -> Option<Arc<T::Data>> {
+    /// Called with `pm` held, which serialises it with probe and remove.
+    fn data(&self, _pm: &crate::sync::MutexGuard<'_, bool>) -> Option<Arc<T::Data>> {
         let ptr = self.data.load(Acquire);
         if ptr.is_null() {
             return None;
         }
-        // SAFETY: `remove`, which gives the reference back, cannot run concurrently; `clone`
-        // takes a new one before the borrow ends.
+        // SAFETY: `remove`, which gives the reference back, holds `pm` when it does, so it
+        // cannot run concurrently; `clone` takes a new one before the borrow ends.
         Some(Arc::clone(&*unsafe { Self::borrow(ptr) }))
     }
+}
+
+/// Declares a kernel module whose only job is one virtio driver: registers `type` (a
+/// [`Driver`]) under the module's name with the context that `context` (an expression of type
+/// `Result<Arc<Driver::Context>>`) builds, and unregisters it when the module goes away. The
+/// other fields are those of [`module!`](crate::prelude::module).
+///
+/// # Examples
+///
+/// ```ignore
+/// kernel::module_virtio_driver! {
+///     type: RngDriver,
+///     context: Ok(Arc::new(Globals::default(), GFP_KERNEL)?),
+///     name: "rust_virtio_rng",
+///     authors: ["..."],
+///     description: "...",
+///     license: "GPL",
+/// }
+/// ```
+#[macro_export]
+macro_rules! module_virtio_driver {
+    (type: $type:ty, context: $ctx:expr, $($f:tt)*) => {
+        #[$crate::prelude::pin_data]
+        struct VirtioDriverModule {
+            #[pin]
+            _driver: $crate::virtio::Registration<$type>,
+        }
+
+        impl $crate::InPlaceModule for VirtioDriverModule {
+            fn init(
+                module: &'static $crate::ThisModule,
+            ) -> impl ::pin_init::PinInit<Self, $crate::error::Error> {
+                let ctx: $crate::error::Result<
+                    $crate::sync::Arc<<$type as $crate::virtio::Driver>::Context>,
+                > = (|| $ctx)();
+                $crate::try_pin_init!(Self {
+                    _driver <- $crate::virtio::Registration::new(
+                        <Self as $crate::ModuleMetadata>::NAME,
+                        ctx?,
+                        module,
+                    ),
+                })
+            }
+        }
+
+        $crate::prelude::module! {
+            type: VirtioDriverModule,
+            $($f)*
+        }
+    };
 }
 
 /// The registration of a virtio driver.
@@ -646,7 +899,6 @@ impl<T: Driver> BoundState<T> {
 pub struct Registration<T: Driver> {
     #[pin]
     drv: Opaque<bindings::virtio_driver>,
-    ids: KVec<bindings::virtio_device_id>,
     ctx: Arc<T::Context>,
     _p: PhantomData<T>,
 }
@@ -663,33 +915,17 @@ impl<T: Driver> Registration<T> {
         ctx: Arc<T::Context>,
         module: &'static ThisModule,
     ) -> impl PinInit<Self, Error> {
-        let ids = (|| -> Result<KVec<bindings::virtio_device_id>> {
-            let mut ids = KVec::with_capacity(T::ID_TABLE.len() + 1, GFP_KERNEL)?;
-            for id in T::ID_TABLE {
-                ids.push(
-                    bindings::virtio_device_id {
-                        device: id.device,
-                        vendor: id.vendor,
-                    },
-                    GFP_KERNEL,
-                )?;
-            }
-            ids.push(bindings::virtio_device_id::default(), GFP_KERNEL)?;
-            Ok(ids)
-        })();
         try_pin_init!(Self {
-            ids: ids?,
             ctx,
             _p: PhantomData,
             drv <- Opaque::try_ffi_init(move |drv: *mut bindings::virtio_driver| {
                 // SAFETY: `drv` points to zeroed-or-uninitialised memory we own; every field we
                 // do not set must be zero.
                 unsafe { drv.write(core::mem::zeroed()) };
-                // SAFETY: `drv` is valid for writes; `ids` lives as long as the registration
-                // because it is a field of the same pinned object, set before this closure
-                // runs (fields initialise in order of declaration in `try_pin_init!`).
+                // SAFETY: `drv` is valid for writes; the id table is a zero-terminated static.
                 unsafe {
                     (*drv).driver.name = name.as_char_ptr();
+                    (*drv).id_table = T::ID_TABLE.as_ptr();
                     (*drv).feature_table = T::FEATURES.as_ptr();
                     (*drv).feature_table_size = T::FEATURES.len() as u32;
                     (*drv).probe = Some(Self::probe_callback);
@@ -705,8 +941,6 @@ impl<T: Driver> Registration<T> {
             }),
         })
         .pin_chain(move |this| {
-            // SAFETY: `ids` is fully initialised and pinned together with `drv`.
-            unsafe { (*this.drv.get()).id_table = this.ids.as_ptr() };
             // SAFETY: `drv` is fully set up; it is unregistered in `drop`.
             to_result(unsafe {
                 bindings::__register_virtio_driver(this.drv.get(), module.as_ptr())
@@ -732,10 +966,23 @@ impl<T: Driver> Registration<T> {
     extern "C" fn probe_callback(vdev: *mut bindings::virtio_device) -> c_int {
         // SAFETY: The bus calls probe with a valid device bound to our driver.
         let reg = unsafe { Self::from_vdev(vdev) };
-        // SAFETY: `vdev` is valid for the duration of probe.
-        let dev = unsafe { Device::from_raw(vdev) };
+        // SAFETY: `vdev` is valid for the duration of probe, which the bus calls with the
+        // device being bound to our driver.
+        let dev = unsafe { Device::<Core<'_>>::from_raw(vdev) };
+        let binding = Arc::pin_init(
+            pin_init!(Binding {
+                vdev,
+                live: Atomic::new(true),
+                bound <- new_mutex!(true),
+            }),
+            GFP_KERNEL,
+        );
+        let binding = match binding {
+            Ok(b) => b,
+            Err(e) => return e.to_errno(),
+        };
 
-        let state = KBox::pin_init(
+        let state = Arc::pin_init(
             pin_init!(BoundState::<T> {
                 common <- pin_init!(DeviceState {
                     vq_callback: Self::vq_callback,
@@ -744,9 +991,11 @@ impl<T: Driver> Registration<T> {
                         infos: KVec::new(),
                         frozen: false,
                     }),
+                    binding,
                 }),
                 data: Atomic::new(core::ptr::null()),
                 pending <- new_spinlock_irq!(Pending::default()),
+                pm <- new_mutex!(false),
             }),
             GFP_KERNEL,
         );
@@ -754,17 +1003,18 @@ impl<T: Driver> Registration<T> {
             Ok(s) => s,
             Err(e) => return e.to_errno(),
         };
-        // SAFETY: The state is never moved out of its box; `remove_callback` takes it back.
-        let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(state) });
+        // A PM callback that finds the state waits until probe is over.
+        let mut pm = state.pm.lock();
+        // `priv` owns a reference, taken back by `remove_callback` or the error path below.
+        let raw = Arc::into_raw(state.clone()).cast_mut();
         // SAFETY: `priv` belongs to the bound driver, which is us; `vdev` is valid.
         unsafe { Self::set_priv(vdev, raw) };
-        // SAFETY: `raw` stays valid until `remove_callback` or the error path below frees it.
-        let state = unsafe { &*raw };
 
         match T::probe(dev, &reg.ctx) {
             Ok(data) => {
                 let pending = state.publish(data.clone());
-                Self::replay(&state.common, &data, pending);
+                Self::replay(dev, &state.common, &data, pending);
+                drop(pm);
                 0
             }
             Err(e) => {
@@ -772,10 +1022,13 @@ impl<T: Driver> Registration<T> {
                 // waits for those that did.
                 // SAFETY: `vdev` is valid for the duration of probe.
                 unsafe { Self::set_priv(vdev, core::ptr::null_mut()) };
-                dev.reset();
-                state.common.teardown(dev);
-                // SAFETY: `raw` came from `KBox::into_raw` above and is not used again.
-                drop(unsafe { KBox::from_raw(raw) });
+                state.common.binding.revoke();
+                let dead = dev.reset_dead();
+                state.common.teardown(dev, &dead);
+                *pm = true;
+                drop(pm);
+                // SAFETY: `raw` came from `Arc::into_raw` above; `priv` no longer holds it.
+                drop(unsafe { Arc::from_raw(raw) });
                 e.to_errno()
             }
         }
@@ -802,28 +1055,43 @@ impl<T: Driver> Registration<T> {
         unsafe { core::ptr::write_volatile(&raw mut (*vdev).priv_, state.cast()) };
     }
 
-    /// Delivers interrupts that arrived while `probe` was running.
-    fn replay(common: &DeviceState, data: &Arc<T::Data>, pending: Pending) {
-        if pending.vqs != 0 {
-            let n = common.queues.lock().vqs.len() as u32;
-            for i in 0..n {
-                if pending.vqs & (1u64 << i.min(63)) != 0 {
-                    T::vq_interrupt(data, i);
-                }
+    /// Delivers interrupts that arrived while `probe` was running, with local interrupts off,
+    /// as the callbacks' documented context (hard IRQ) promises: a driver may rely on it, for
+    /// example by taking a lock that its process-context paths take with interrupts off.
+    fn replay(dev: &Device<Bound>, common: &DeviceState, data: &Arc<T::Data>, pending: Pending) {
+        // The queue count is read under a mutex, so before interrupts go off.
+        let n = if pending.vqs != 0 {
+            common.queues.lock().vqs.len() as u32
+        } else {
+            0
+        };
+        let _irqs_off = crate::interrupt::local_interrupt_disable();
+        for i in 0..n {
+            if pending.vqs & (1u64 << i.min(63)) != 0 {
+                T::vq_interrupt(dev, data, i);
             }
         }
         if pending.config {
-            T::config_changed(data);
+            T::config_changed(dev, data);
         }
     }
 
     extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
-        // SAFETY: The bus calls remove with a valid device that probed successfully.
-        let dev = unsafe { Device::from_raw(vdev) };
-        // SAFETY: Set by `probe_callback` and not freed until the end of this function.
+        // SAFETY: The bus calls remove with a valid device that probed successfully, still
+        // bound to our driver for the duration of the callback.
+        let dev = unsafe { Device::<Core<'_>>::from_raw(vdev) };
+        // SAFETY: Set by `probe_callback`, which gave it a reference that we take back at the
+        // end of this function.
         let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
         // SAFETY: See above.
         let state = unsafe { &*raw };
+        // Wait for a freeze or restore in progress; those that come later see the flag.
+        let mut pm = state.pm.lock();
+        *pm = true;
+        // No `BoundHandle::with` or atomic config write starts from now on, and none is in
+        // progress (atomic ones end before the grace period in the reset below), so the driver
+        // may flush work items that use them.
+        state.common.binding.revoke();
         // Unpublish the data and the state first, so no new callback reaches either (one that
         // a transport runs late, after the reset, finds no state and returns), then reset,
         // which also waits for callbacks in flight (`Device::reset`): `remove` gets the last
@@ -833,60 +1101,98 @@ impl<T: Driver> Registration<T> {
         let data = unsafe { state.unpublish() };
         // SAFETY: `vdev` is valid; the adapter keeps using `state` through `raw`.
         unsafe { Self::set_priv(vdev, core::ptr::null_mut()) };
-        dev.reset();
+        let dead = dev.reset_dead();
         if let Some(data) = data {
             T::remove(dev, data);
         }
-        state.common.teardown(dev);
-        // SAFETY: `raw` came from `KBox::into_raw` in `probe_callback`.
-        drop(unsafe { KBox::from_raw(raw) });
+        state.common.teardown(dev, &dead);
+        drop(pm);
+        // SAFETY: `raw` came from `Arc::into_raw` in `probe_callback` and `priv` no longer
+        // holds it; a PM callback that found it holds its own reference.
+        drop(unsafe { Arc::from_raw(raw) });
     }
 
-    /// The bound state and the published data of a device in a PM callback.
+    /// A reference to the bound state of a device, for a PM callback.
     ///
     /// # Safety
     ///
-    /// `vdev` must be a device bound to this driver, in a callback the driver core serialises
-    /// with probe and remove.
-    unsafe fn bound<'a>(
-        vdev: *mut bindings::virtio_device,
-    ) -> Option<(&'a BoundState<T>, Arc<T::Data>)> {
-        // SAFETY: The caller guarantees that `vdev` is valid and bound; `priv` holds our state
-        // while the device is bound.
-        let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
+    /// `vdev` must be valid.
+    unsafe fn state_ref(vdev: *mut bindings::virtio_device) -> Option<Arc<BoundState<T>>> {
+        // `remove_callback` clears `priv` before the grace period in its reset and drops
+        // `priv`'s reference only after it: a reference found under the RCU read lock is live.
+        let _rcu = rcu::read_lock();
+        // SAFETY: The caller guarantees that `vdev` is valid.
+        let raw = unsafe { Self::priv_state(vdev) };
         if raw.is_null() {
             return None;
         }
-        // SAFETY: See above; remove, which frees the state, cannot run concurrently.
-        let state = unsafe { &*raw };
-        let data = state.data()?;
-        Some((state, data))
+        // SAFETY: A non-null `priv` came from `Arc::into_raw` and its reference is alive (see
+        // above); `ManuallyDrop` leaves it to `priv`, and `clone` takes our own.
+        let borrowed = ManuallyDrop::new(unsafe { Arc::from_raw(raw.cast_const()) });
+        Some(Arc::clone(&borrowed))
     }
 
     extern "C" fn freeze_callback(vdev: *mut bindings::virtio_device) -> c_int {
-        // SAFETY: The core calls freeze for a bound device, serialised with probe and remove.
-        let Some((state, data)) = (unsafe { Self::bound(vdev) }) else {
+        // SAFETY: The core calls freeze with a valid device.
+        let Some(state) = (unsafe { Self::state_ref(vdev) }) else {
             return 0;
         };
-        // SAFETY: `vdev` is valid for the duration of the callback.
-        let dev = unsafe { Device::from_raw(vdev) };
+        let pm = state.pm.lock();
+        if *pm {
+            return 0;
+        }
+        let Some(data) = state.data(&pm) else {
+            return 0;
+        };
+        // SAFETY: `vdev` is valid for the duration of the callback, and bound to our driver:
+        // `pm` is held and remove has not begun.
+        let dev = unsafe { Device::<Bound>::from_raw(vdev) };
         // Reset first (waiting for callbacks in flight), so the device no longer touches the
         // queues while the driver and the adapter empty them.
-        dev.reset();
-        if let Err(e) = T::freeze(dev, &data) {
+        let result = {
+            let dead = dev.reset_dead();
+            let result = T::freeze(dev, &data);
+            // The queues are deleted either way: on success until `restore`, on failure to
+            // find them again at once (below, after the proof is gone).
+            state.common.freeze(dev, &dead);
+            result
+        };
+        drop(pm);
+        if let Err(e) = result {
+            // The sleep or the transport reset is aborted but the device is reset: bring it
+            // back as after a transport reset (status, features, `restore_callback`, which
+            // finds the queues again and lets the driver refill them, then `DRIVER_OK`).
+            // Without `pm`, which `restore_callback` takes; a remove in between makes it do
+            // nothing.
+            // SAFETY: `vdev` is valid and bound to this driver, whose `reset_done` is set.
+            let ret = unsafe { bindings::virtio_device_reset_done(vdev) };
+            if ret != 0 {
+                dev_err!(
+                    dev.as_ref(),
+                    "restoring the device after a failed freeze failed: {}\n",
+                    ret
+                );
+            }
             return e.to_errno();
         }
-        state.common.freeze(dev);
         0
     }
 
     extern "C" fn restore_callback(vdev: *mut bindings::virtio_device) -> c_int {
-        // SAFETY: The core calls restore for a bound device, serialised with probe and remove.
-        let Some((state, data)) = (unsafe { Self::bound(vdev) }) else {
+        // SAFETY: The core calls restore with a valid device.
+        let Some(state) = (unsafe { Self::state_ref(vdev) }) else {
             return 0;
         };
-        // SAFETY: `vdev` is valid for the duration of the callback.
-        let dev = unsafe { Device::from_raw(vdev) };
+        let pm = state.pm.lock();
+        if *pm {
+            return 0;
+        }
+        let Some(data) = state.data(&pm) else {
+            return 0;
+        };
+        // SAFETY: `vdev` is valid for the duration of the callback, and bound to our driver:
+        // `pm` is held and remove has not begun.
+        let dev = unsafe { Device::<Bound>::from_raw(vdev) };
         if let Err(e) = state.common.thaw(dev) {
             return e.to_errno();
         }
@@ -911,9 +1217,12 @@ impl<T: Driver> Registration<T> {
         }
         // SAFETY: See above.
         let state = unsafe { &*raw };
+        // SAFETY: `priv` holds our state, so the device is bound to our driver, and stays so
+        // until a grace period after the reset in `remove`.
+        let dev = unsafe { Device::<Bound>::from_raw(vdev) };
         state.with_data(
             |p| p.vqs |= 1u64 << index.min(63),
-            |data| T::vq_interrupt(data, index),
+            |data| T::vq_interrupt(dev, data, index),
         );
     }
 
@@ -927,7 +1236,9 @@ impl<T: Driver> Registration<T> {
         }
         // SAFETY: `priv` holds our state while the device is bound.
         let state = unsafe { &*raw };
-        state.with_data(|p| p.config = true, T::config_changed);
+        // SAFETY: As in `vq_callback`.
+        let dev = unsafe { Device::<Bound>::from_raw(vdev) };
+        state.with_data(|p| p.config = true, |data| T::config_changed(dev, data));
     }
 }
 

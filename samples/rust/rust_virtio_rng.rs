@@ -8,15 +8,23 @@
 
 use core::fmt::Write;
 use kernel::{
-    debugfs, new_spinlock_irq,
+    debugfs,
+    device::{Bound, Core},
+    new_spinlock_irq,
     prelude::*,
     str::CString,
     sync::{Arc, SpinLockIrq},
     virtio::{self, Buffer, DeviceId, Virtqueue, VirtqueueInfo},
 };
 
-module! {
-    type: RngModule,
+kernel::module_virtio_driver! {
+    type: RngDriver,
+    context: Ok(Arc::new(
+        Globals {
+            dir: debugfs::Dir::new(c"rust_virtio_rng"),
+        },
+        GFP_KERNEL,
+    )?),
     name: "rust_virtio_rng",
     authors: ["The virtio_console_rs authors"],
     description: "Rust virtio entropy source sample",
@@ -75,23 +83,23 @@ struct Globals {
 }
 
 /// A bound device: the entropy source and its debugfs file.
-struct Bound {
+struct BoundRng {
     rng: Arc<Rng>,
     _file: Pin<KBox<debugfs::File<Arc<Rng>>>>,
 }
 
 struct RngDriver;
 
-kernel::module_virtio_device_table!(RNG_IDS, [virtio::DeviceId::new(virtio::ID_RNG)]);
+kernel::virtio_device_table!(RNG_IDS, [DeviceId::new(virtio::ID_RNG)]);
 
 impl virtio::Driver for RngDriver {
     type Context = Globals;
-    type Data = Bound;
+    type Data = BoundRng;
 
-    const ID_TABLE: &'static [DeviceId] = &[DeviceId::new(virtio::ID_RNG)];
+    const ID_TABLE: virtio::IdTable = &RNG_IDS;
     const FEATURES: &'static [u32] = &[];
 
-    fn probe(dev: &virtio::Device, ctx: &Arc<Globals>) -> Result<Arc<Bound>> {
+    fn probe(dev: &virtio::Device<Core<'_>>, ctx: &Arc<Globals>) -> Result<Arc<BoundRng>> {
         let vqs = dev.find_vqs(&[VirtqueueInfo {
             name: c"input",
             callback: true,
@@ -112,24 +120,24 @@ impl virtio::Driver for RngDriver {
         dev.device_ready();
         rng.request();
         dev_info!(dev.as_ref(), "rust_virtio_rng bound\n");
-        Ok(Arc::new(Bound { rng, _file: file }, GFP_KERNEL)?)
+        Ok(Arc::new(BoundRng { rng, _file: file }, GFP_KERNEL)?)
     }
 
-    fn remove(_dev: &virtio::Device, _data: Arc<Bound>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<BoundRng>) {}
 
-    fn freeze(_dev: &virtio::Device, data: &Arc<Bound>) -> Result {
+    fn freeze(_dev: &virtio::Device<Bound>, data: &Arc<BoundRng>) -> Result {
         // The adapter drops the outstanding request with the queue.
         data.rng.state.lock().pending = false;
         Ok(())
     }
 
-    fn restore(dev: &virtio::Device, data: &Arc<Bound>) -> Result {
+    fn restore(dev: &virtio::Device<Bound>, data: &Arc<BoundRng>) -> Result {
         dev.device_ready();
         data.rng.request();
         Ok(())
     }
 
-    fn vq_interrupt(data: &Arc<Bound>, _index: u32) {
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<BoundRng>, _index: u32) {
         let rng = &data.rng;
         let mut st = rng.state.lock();
         while let Some(buf) = rng.vq.lock().get_buf() {
@@ -138,25 +146,5 @@ impl virtio::Driver for RngDriver {
             st.total += buf.len() as u64;
             st.pending = false;
         }
-    }
-}
-
-#[pin_data]
-struct RngModule {
-    #[pin]
-    driver: virtio::Registration<RngDriver>,
-}
-
-impl kernel::InPlaceModule for RngModule {
-    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        let globals = Arc::new(
-            Globals {
-                dir: debugfs::Dir::new(c"rust_virtio_rng"),
-            },
-            GFP_KERNEL,
-        );
-        try_pin_init!(Self {
-            driver <- virtio::Registration::new(c"rust_virtio_rng", globals?, module),
-        })
     }
 }

@@ -5,9 +5,14 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::{
+    device::{Bound, Core},
     prelude::*,
     sync::{Arc, SpinLock},
-    virtio::{self, test_device::TestDevice, Buffer, Virtqueue, VirtqueueInfo},
+    virtio::{
+        self,
+        test_device::{self, TestDevice},
+        Buffer, Virtqueue, VirtqueueInfo,
+    },
 };
 
 /// A device type no real device uses; only [`EarlyIrq`] binds it.
@@ -30,6 +35,8 @@ struct EarlyData {
     calls: AtomicU32,
     /// Bytes in the buffers those calls took back.
     received: AtomicU32,
+    /// Calls that ran with local interrupts on, although the trait promises hard-IRQ context.
+    irqs_on: AtomicU32,
 }
 
 /// A driver that, from its own probe, has the device fill a buffer and interrupt: the
@@ -39,10 +46,11 @@ struct EarlyIrq;
 impl virtio::Driver for EarlyIrq {
     type Context = EarlyCtx;
     type Data = EarlyData;
-    const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(EARLY_IRQ_ID)];
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(EARLY_IRQ_ID)]);
     const FEATURES: &'static [u32] = &[];
 
-    fn probe(dev: &virtio::Device, ctx: &Arc<EarlyCtx>) -> Result<Arc<EarlyData>> {
+    fn probe(dev: &virtio::Device<Core<'_>>, ctx: &Arc<EarlyCtx>) -> Result<Arc<EarlyData>> {
         let vqs = dev.find_vqs(&[VirtqueueInfo {
             name: c"early",
             callback: true,
@@ -67,6 +75,7 @@ impl virtio::Driver for EarlyIrq {
                 vq,
                 calls: AtomicU32::new(0),
                 received: AtomicU32::new(0),
+                irqs_on: AtomicU32::new(0),
             },
             GFP_KERNEL,
         )?;
@@ -76,15 +85,192 @@ impl virtio::Driver for EarlyIrq {
         Ok(data)
     }
 
-    fn remove(_dev: &virtio::Device, _data: Arc<EarlyData>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<EarlyData>) {}
 
-    fn vq_interrupt(data: &Arc<EarlyData>, _index: u32) {
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<EarlyData>, _index: u32) {
         data.calls.fetch_add(1, Ordering::Relaxed);
+        if !test_device::irqs_disabled() {
+            data.irqs_on.fetch_add(1, Ordering::Relaxed);
+        }
         let mut q = data.vq.lock();
         while let Some(buf) = q.get_buf() {
             data.received.fetch_add(buf.len() as u32, Ordering::Relaxed);
         }
     }
+}
+
+/// A device type no real device uses; only [`ConfigProbe`] binds it.
+const CONFIG_PROBE_ID: u32 = 0xfff5;
+
+/// What [`ConfigProbe`]'s probe saw of the config space.
+struct ConfigSeen {
+    /// [`virtio::Device::config`] gave access.
+    accessible: AtomicBool,
+    /// The errno of [`virtio::Device::atomic_config_writer`], 0 if it gave a writer.
+    writer: core::sync::atomic::AtomicI32,
+}
+
+/// A driver that only looks at the config space of its device, and writes `0x41` at offset 0
+/// through an atomic writer if it gets one.
+struct ConfigProbe;
+
+impl virtio::Driver for ConfigProbe {
+    type Context = ConfigSeen;
+    type Data = ();
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(CONFIG_PROBE_ID)]);
+    const FEATURES: &'static [u32] = &[];
+
+    fn probe(dev: &virtio::Device<Core<'_>>, seen: &Arc<ConfigSeen>) -> Result<Arc<()>> {
+        seen.accessible
+            .store(dev.config().is_some(), Ordering::Relaxed);
+        let errno = match dev.atomic_config_writer() {
+            Ok(w) => {
+                w.write_u32(0, 0x41);
+                0
+            }
+            Err(e) => e.to_errno(),
+        };
+        seen.writer.store(errno, Ordering::Relaxed);
+        Ok(Arc::new((), GFP_KERNEL)?)
+    }
+
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<()>) {}
+
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
+}
+
+/// Binds [`ConfigProbe`] to a device whose config space is reached as `mode` says; returns
+/// whether the config was accessible, the writer's errno and the first config byte after probe.
+fn probe_config(mode: test_device::ConfigMode) -> Result<(bool, i32, u8)> {
+    let seen = Arc::new(
+        ConfigSeen {
+            accessible: AtomicBool::new(false),
+            writer: core::sync::atomic::AtomicI32::new(1),
+        },
+        GFP_KERNEL,
+    )?;
+    let _driver = KBox::pin_init(
+        virtio::Registration::<ConfigProbe>::new(
+            c"virtio_console_rs_kunit_config",
+            seen.clone(),
+            kernel::module::this_module::<crate::VirtioConsoleModule>(),
+        ),
+        GFP_KERNEL,
+    )?;
+    let dev = TestDevice::new_with_config_mode(CONFIG_PROBE_ID, 0, &[0; 8], 8, mode)?;
+    let mut byte = [0u8; 1];
+    dev.config_read(0, &mut byte);
+    Ok((
+        seen.accessible.load(Ordering::Relaxed),
+        seen.writer.load(Ordering::Relaxed),
+        byte[0],
+    ))
+}
+
+/// A device type no real device uses; only [`FailFreeze`] binds it.
+const FAIL_FREEZE_ID: u32 = 0xfff6;
+
+/// The driver data of [`FailFreeze`].
+struct FailData {
+    vq: Arc<Virtqueue>,
+    /// Calls of [`virtio::Driver::restore`].
+    restores: AtomicU32,
+    /// Calls of [`virtio::Driver::vq_interrupt`].
+    calls: AtomicU32,
+}
+
+/// A driver with one receive buffer on one queue whose freeze always fails.
+struct FailFreeze;
+
+impl FailFreeze {
+    fn refill(vq: &Virtqueue) -> Result {
+        let buf = Buffer::new(16, GFP_KERNEL)?;
+        let mut q = vq.lock();
+        q.add_inbuf(buf).map_err(|e| e.error)?;
+        q.kick();
+        Ok(())
+    }
+}
+
+impl virtio::Driver for FailFreeze {
+    type Context = SpinLock<Option<Arc<FailData>>>;
+    type Data = FailData;
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(FAIL_FREEZE_ID)]);
+    const FEATURES: &'static [u32] = &[];
+
+    fn probe(
+        dev: &virtio::Device<Core<'_>>,
+        bound: &Arc<SpinLock<Option<Arc<FailData>>>>,
+    ) -> Result<Arc<FailData>> {
+        let vqs = dev.find_vqs(&[VirtqueueInfo {
+            name: c"fail-freeze",
+            callback: true,
+        }])?;
+        let vq = vqs.first().ok_or(EINVAL)?.clone();
+        Self::refill(&vq)?;
+        dev.device_ready();
+        let data = Arc::new(
+            FailData {
+                vq,
+                restores: AtomicU32::new(0),
+                calls: AtomicU32::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        // Dropping driver data may sleep: never under the spinlock.
+        let old = bound.lock().replace(data.clone());
+        drop(old);
+        Ok(data)
+    }
+
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<FailData>) {}
+
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<FailData>, _index: u32) {
+        data.calls.fetch_add(1, Ordering::Relaxed);
+        let mut q = data.vq.lock();
+        while q.get_buf().is_some() {}
+    }
+
+    fn freeze(_dev: &virtio::Device<Bound>, _data: &Arc<FailData>) -> Result {
+        Err(EBUSY)
+    }
+
+    fn restore(_dev: &virtio::Device<Bound>, data: &Arc<FailData>) -> Result {
+        data.restores.fetch_add(1, Ordering::Relaxed);
+        Self::refill(&data.vq)
+    }
+}
+
+/// A device type no real device uses; only [`KeepHandle`] binds it.
+const KEEP_HANDLE_ID: u32 = 0xfff7;
+
+/// What [`KeepHandle`]'s probe kept: a handle and an atomic config writer, which outlive the
+/// binding in the test.
+type Kept = SpinLock<Option<(virtio::BoundHandle, virtio::AtomicConfigWriter)>>;
+
+/// A driver that keeps a [`virtio::BoundHandle`] and a [`virtio::AtomicConfigWriter`] of its
+/// device where the test can use them after the device is gone.
+struct KeepHandle;
+
+impl virtio::Driver for KeepHandle {
+    type Context = Kept;
+    type Data = ();
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(KEEP_HANDLE_ID)]);
+    const FEATURES: &'static [u32] = &[];
+
+    fn probe(dev: &virtio::Device<Core<'_>>, kept: &Arc<Kept>) -> Result<Arc<()>> {
+        let handle = dev.handle()?;
+        let writer = dev.atomic_config_writer()?;
+        *kept.lock() = Some((handle, writer));
+        Ok(Arc::new((), GFP_KERNEL)?)
+    }
+
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<()>) {}
+
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
 }
 
 #[kunit_tests(virtio_console_rs_virtio_adapter)]
@@ -120,6 +306,7 @@ mod tests {
                 (
                     d.calls.load(Ordering::Relaxed),
                     d.received.load(Ordering::Relaxed),
+                    d.irqs_on.load(Ordering::Relaxed),
                 )
             })
         };
@@ -146,12 +333,119 @@ mod tests {
         assert!(bound);
         // The ring code ran the adapter's callback inside probe...
         assert!(ctx.called_in_probe.load(Ordering::Relaxed));
-        // ... which reached the driver once, after probe, with the device's 5 bytes.
-        assert_eq!(after_probe, Some((1, 5)));
+        // ... which reached the driver once, after probe, with the device's 5 bytes, with
+        // interrupts off as for a real interrupt.
+        assert_eq!(after_probe, Some((1, 5, 0)));
         assert!(late);
-        assert_eq!(after_late, Some((2, 9)));
+        assert_eq!(after_late, Some((2, 9, 0)));
         // The device is gone: the queue is revoked, the driver data outlives it safely.
         assert_eq!(alive, Some(false));
+        Ok(())
+    }
+
+    /// A freeze that the driver refuses aborts the sleep, and the device comes back at once:
+    /// running, with its queue found again and refilled by the driver, and interrupts reach
+    /// the driver.
+    #[test]
+    fn a_failed_freeze_brings_the_device_back() -> Result {
+        let bound = Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let _driver = KBox::pin_init(
+            virtio::Registration::<FailFreeze>::new(
+                c"virtio_console_rs_kunit_fail_freeze",
+                bound.clone(),
+                kernel::module::this_module::<crate::VirtioConsoleModule>(),
+            ),
+            GFP_KERNEL,
+        )?;
+        let dev = TestDevice::new(FAIL_FREEZE_ID, 0, &[], 8)?;
+        let data = bound.lock().clone();
+        let frozen = dev.freeze();
+        let status = dev.status();
+        let queues = dev.nr_queues();
+        // The buffer lent before the freeze was dropped with the old queue; the one `restore`
+        // added is the only one the device finds.
+        let pending = dev.pending(0);
+        let mut ran = false;
+        if pending == 1 {
+            let taken = dev.take(0, &mut [], b"back")?;
+            dev.complete(0, taken.head, 4)?;
+            ran = dev.interrupt(0);
+        }
+        let counts = data.as_ref().map(|d| {
+            (
+                d.restores.load(Ordering::Relaxed),
+                d.calls.load(Ordering::Relaxed),
+                d.vq.lock().is_alive(),
+            )
+        });
+        drop(dev);
+        drop(_driver);
+
+        assert_eq!(frozen, Err(EBUSY));
+        let driver_ok = kernel::uapi::VIRTIO_CONFIG_S_DRIVER_OK as u8;
+        assert_eq!(status & driver_ok, driver_ok);
+        assert_eq!(queues, 1);
+        assert_eq!(pending, 1);
+        assert!(ran);
+        assert_eq!(counts, Some((1, 1, true)));
+        Ok(())
+    }
+
+    /// A handle and an atomic config writer reach the device only while it is bound: after
+    /// the unbind, the handle gives nothing and the writer writes nothing (an `ARef<Device>`
+    /// used to reach the transport there, which virtio-pci has unmapped by then).
+    #[test]
+    fn handles_end_with_the_binding() -> Result {
+        let kept = Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let _driver = KBox::pin_init(
+            virtio::Registration::<KeepHandle>::new(
+                c"virtio_console_rs_kunit_keep_handle",
+                kept.clone(),
+                kernel::module::this_module::<crate::VirtioConsoleModule>(),
+            ),
+            GFP_KERNEL,
+        )?;
+        let dev = TestDevice::new(KEEP_HANDLE_ID, 0, &[1, 2, 3, 4], 8)?;
+        let pair = kept.lock().take();
+        let bound = pair.as_ref().map(|(h, w)| {
+            (
+                h.with(|d| d.config().map(|c| c.read_u32(0))),
+                w.write_u32(0, 0x55),
+            )
+        });
+        let mut cfg = [0u8; 1];
+        dev.config_read(0, &mut cfg);
+        drop(dev);
+        let unbound = pair
+            .as_ref()
+            .map(|(h, w)| (h.with(|d| d.index()), w.write_u32(0, 0x66)));
+        drop(pair);
+        drop(_driver);
+
+        let config = u32::from_le_bytes([1, 2, 3, 4]);
+        assert_eq!(bound, Some((Some(Some(config)), true)));
+        assert_eq!(cfg[0], 0x55);
+        assert_eq!(unbound, Some((None, false)));
+        Ok(())
+    }
+
+    /// The config space is offered only where the transport has one, and the atomic writer
+    /// (the console's panic-time emergency write) only where writing it never sleeps.
+    #[test]
+    fn config_access_follows_the_transport() -> Result {
+        use test_device::ConfigMode;
+        // Register-like transports (virtio-pci, virtio-mmio): both, and the write lands.
+        assert_eq!(probe_config(ConfigMode::Atomic)?, (true, 0, 0x41));
+        // A transport whose config write may sleep (vDPA, CCW, UML): no atomic writer.
+        assert_eq!(
+            probe_config(ConfigMode::Sleeping)?,
+            (true, EOPNOTSUPP.to_errno(), 0)
+        );
+        // No config access at all (virtio-pci modern without a device-config capability).
+        assert_eq!(
+            probe_config(ConfigMode::None)?,
+            (false, EOPNOTSUPP.to_errno(), 0)
+        );
         Ok(())
     }
 }

@@ -14,13 +14,13 @@ use kernel::{
     alloc::kvec::PushError,
     chrdev::{Cdev, Region},
     debugfs,
+    device::{Bound, Core},
     device_class::{ClassDevice, Uevent},
     hvc,
     ida::{Ida, IdaId},
     impl_has_work, kmsg_dump, new_mutex, new_spinlock_irq, new_work,
     prelude::*,
     str::CString,
-    sync::aref::ARef,
     sync::{Arc, Mutex, SpinLockIrq},
     time::{delay::udelay, Delta},
     uapi,
@@ -63,14 +63,16 @@ enum Incoming {
 /// (`VIRTIO_CONSOLE_F_EMERG_WRITE`), which needs no virtqueue: it works even when the queues
 /// are stuck or not set up yet. The C driver never negotiates the feature.
 struct EmergWriter {
-    vdev: ARef<virtio::Device>,
+    config: virtio::AtomicConfigWriter,
 }
 
 impl kmsg_dump::Dumper for EmergWriter {
     fn dump(&self, _reason: kmsg_dump::Reason, log: &[u8]) {
         for &b in log {
-            self.vdev
-                .config_write_u32_atomic(CONFIG_EMERG_WR, u32::from(b));
+            if !self.config.write_u32(CONFIG_EMERG_WR, u32::from(b)) {
+                // The device is gone.
+                return;
+            }
             // Pace the bytes: QEMU hands each one to the chardev at once and drops what the
             // chardev cannot take right then.
             udelay(Delta::from_micros(EMERG_BYTE_DELAY_US));
@@ -110,6 +112,8 @@ struct PortEntry {
 #[pin_data]
 pub(crate) struct PortsDevice {
     link: Arc<DeviceLink>,
+    /// The device while it is bound, for the config work item.
+    bound: virtio::BoundHandle,
     globals: Arc<Globals>,
     multiport: bool,
     max_nr_ports: u32,
@@ -148,21 +152,25 @@ impl WorkItem<1> for PortsDevice {
     type Pointer = Arc<PortsDevice>;
 
     fn run(this: Arc<Self>) {
-        this.update_size_from_config();
+        this.bound.with(|dev| this.update_size_from_config(dev));
     }
 }
 
 impl PortsDevice {
-    pub(crate) fn probe(vdev: &virtio::Device, globals: &Arc<Globals>) -> Result<Arc<Self>> {
+    pub(crate) fn probe(
+        vdev: &virtio::Device<Core<'_>>,
+        globals: &Arc<Globals>,
+    ) -> Result<Arc<Self>> {
         let multiport = vdev.has_feature(uapi::VIRTIO_CONSOLE_F_MULTIPORT);
         let size = vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE);
-        if (multiport || size) && !vdev.config_accessible() {
+        let config = vdev.config();
+        if (multiport || size) && config.is_none() {
             dev_err!(vdev.as_ref(), "config access disabled\n");
             return Err(EINVAL);
         }
         let mut max_nr_ports = 1;
-        if multiport {
-            max_nr_ports = vdev.config_read_u32(CONFIG_MAX_NR_PORTS);
+        if let (true, Some(config)) = (multiport, config) {
+            max_nr_ports = config.read_u32(CONFIG_MAX_NR_PORTS);
             if !control::valid_max_nr_ports(max_nr_ports) {
                 dev_err!(vdev.as_ref(), "Invalidate max_nr_ports {}\n", max_nr_ports);
                 return Err(EINVAL);
@@ -194,15 +202,28 @@ impl PortsDevice {
             infos.push(info, GFP_KERNEL)?;
         }
         let vqs = vdev.find_vqs(&infos)?;
-        let emerg = if vdev.has_feature(uapi::VIRTIO_CONSOLE_F_EMERG_WRITE) {
-            let writer = Arc::new(EmergWriter { vdev: vdev.get() }, GFP_KERNEL)?;
-            Some(KBox::pin_init(
-                kmsg_dump::Registration::new(writer, EMERG_LOG_BYTES),
-                GFP_KERNEL,
-            )?)
-        } else {
-            None
+        // Only where the config field can be written without sleeping (at panic time); the
+        // device works without it.
+        let emerg = match vdev.has_feature(uapi::VIRTIO_CONSOLE_F_EMERG_WRITE) {
+            true => match vdev.atomic_config_writer() {
+                Ok(config) => {
+                    let writer = Arc::new(EmergWriter { config }, GFP_KERNEL)?;
+                    Some(KBox::pin_init(
+                        kmsg_dump::Registration::new(writer, EMERG_LOG_BYTES),
+                        GFP_KERNEL,
+                    )?)
+                }
+                Err(_) => {
+                    dev_info!(
+                        vdev.as_ref(),
+                        "no emergency write: the transport cannot write config atomically\n"
+                    );
+                    None
+                }
+            },
+            false => None,
         };
+        let bound = vdev.handle()?;
         let incoming = Fifo::new(if multiport { CONTROL_BACKLOG } else { 0 }, GFP_KERNEL)?;
         let link = Arc::pin_init(
             DeviceLink::new(
@@ -218,6 +239,7 @@ impl PortsDevice {
         let this = Arc::pin_init(
             pin_init!(Self {
                 link,
+                bound,
                 globals: globals.clone(),
                 multiport,
                 max_nr_ports,
@@ -248,7 +270,7 @@ impl PortsDevice {
         }
         this.link
             .send_control(control::BAD_ID, Event::DeviceReady, 1);
-        this.update_size_from_config();
+        this.update_size_from_config(vdev);
         Ok(this)
     }
 
@@ -321,9 +343,9 @@ impl PortsDevice {
     /// The system woke up: the queues exist again, empty. Refill them and tell the host about
     /// every port again; the host answers with each port's open state (and name). As the C
     /// driver's `virtcons_restore`.
-    pub(crate) fn restore(&self) -> Result {
+    pub(crate) fn restore(&self, vdev: &virtio::Device<Bound>) -> Result {
         let ports = self.ports_snapshot()?;
-        self.link.vdev.device_ready();
+        vdev.device_ready();
         if self.multiport {
             self.fill_control_rx()?;
         }
@@ -372,13 +394,15 @@ impl PortsDevice {
         }
     }
 
-    fn update_size_from_config(&self) {
-        let vdev = &self.link.vdev;
+    fn update_size_from_config(&self, vdev: &virtio::Device<Bound>) {
         if self.multiport || !vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE) {
             return;
         }
-        let cols = vdev.config_read_u16(CONFIG_COLS);
-        let rows = vdev.config_read_u16(CONFIG_ROWS);
+        let Some(config) = vdev.config() else {
+            return;
+        };
+        let cols = config.read_u16(CONFIG_COLS);
+        let rows = config.read_u16(CONFIG_ROWS);
         let ports = self.ports.lock();
         if let Some(console) = ports
             .iter()

@@ -78,7 +78,8 @@ pub(crate) struct FakeConsole;
 
 impl crate::ConsoleBinding for FakeConsole {
     type Context = FakeCtx;
-    const ID_TABLE: &'static [virtio::DeviceId] = &[virtio::DeviceId::new(FAKE_CONSOLE_ID)];
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(FAKE_CONSOLE_ID)]);
 
     fn globals(ctx: &Arc<FakeCtx>) -> &Arc<Globals> {
         &ctx.globals

@@ -30,6 +30,7 @@ mod tx_pool;
 use core::marker::PhantomData;
 use kernel::{
     debugfs,
+    device::{Bound, Core},
     device_class::{Attribute, Class},
     ida::Ida,
     prelude::*,
@@ -119,7 +120,7 @@ pub(crate) trait ConsoleBinding: Send + Sync + 'static {
     /// The registration's context.
     type Context: Send + Sync;
     /// The devices to bind.
-    const ID_TABLE: &'static [DeviceId];
+    const ID_TABLE: virtio::IdTable;
     /// The class, vtermno allocator and debugfs directory for the devices.
     fn globals(ctx: &Arc<Self::Context>) -> &Arc<Globals>;
     /// Called with the device data after a successful probe.
@@ -135,37 +136,37 @@ impl<B: ConsoleBinding> virtio::Driver for ConsoleDriver<B> {
     type Context = B::Context;
     type Data = PortsDevice;
 
-    const ID_TABLE: &'static [DeviceId] = B::ID_TABLE;
+    const ID_TABLE: virtio::IdTable = B::ID_TABLE;
     const FEATURES: &'static [u32] = &[
         kernel::uapi::VIRTIO_CONSOLE_F_SIZE,
         kernel::uapi::VIRTIO_CONSOLE_F_MULTIPORT,
         kernel::uapi::VIRTIO_CONSOLE_F_EMERG_WRITE,
     ];
 
-    fn probe(dev: &virtio::Device, ctx: &Arc<B::Context>) -> Result<Arc<PortsDevice>> {
+    fn probe(dev: &virtio::Device<Core<'_>>, ctx: &Arc<B::Context>) -> Result<Arc<PortsDevice>> {
         let data = PortsDevice::probe(dev, B::globals(ctx))?;
         B::probed(ctx, &data);
         Ok(data)
     }
 
-    fn remove(_dev: &virtio::Device, data: Arc<PortsDevice>) {
+    fn remove(_dev: &virtio::Device<Core<'_>>, data: Arc<PortsDevice>) {
         data.remove();
     }
 
-    fn vq_interrupt(data: &Arc<PortsDevice>, index: u32) {
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<PortsDevice>, index: u32) {
         data.vq_interrupt(index);
     }
 
-    fn config_changed(data: &Arc<PortsDevice>) {
+    fn config_changed(_dev: &virtio::Device<Bound>, data: &Arc<PortsDevice>) {
         data.config_changed();
     }
 
-    fn freeze(_dev: &virtio::Device, data: &Arc<PortsDevice>) -> Result {
+    fn freeze(_dev: &virtio::Device<Bound>, data: &Arc<PortsDevice>) -> Result {
         data.freeze()
     }
 
-    fn restore(_dev: &virtio::Device, data: &Arc<PortsDevice>) -> Result {
-        data.restore()
+    fn restore(dev: &virtio::Device<Bound>, data: &Arc<PortsDevice>) -> Result {
+        data.restore(dev)
     }
 }
 
@@ -174,17 +175,15 @@ struct VirtioConsole;
 
 impl ConsoleBinding for VirtioConsole {
     type Context = Globals;
-    const ID_TABLE: &'static [DeviceId] = &[DeviceId::new(virtio::ID_CONSOLE)];
+    const ID_TABLE: virtio::IdTable = &VIRTIO_CONSOLE_IDS;
 
     fn globals(ctx: &Arc<Globals>) -> &Arc<Globals> {
         ctx
     }
 }
 
-kernel::module_virtio_device_table!(
-    VIRTIO_CONSOLE_IDS,
-    [virtio::DeviceId::new(virtio::ID_CONSOLE)]
-);
+// The one table the bus matches against and modpost turns into the module's alias.
+kernel::virtio_device_table!(VIRTIO_CONSOLE_IDS, [DeviceId::new(virtio::ID_CONSOLE)]);
 
 #[pin_data]
 struct VirtioConsoleModule {

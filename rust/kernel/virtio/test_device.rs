@@ -23,6 +23,18 @@ use core::{mem::ManuallyDrop, ptr::NonNull};
 /// The `VIRTIO_F_VERSION_1` feature bit, which [`TestDevice::new`] always offers.
 pub const F_VERSION_1: u32 = bindings::VIRTIO_F_VERSION_1;
 
+/// How a test device's config space is reached, for [`TestDevice::new_with_config_mode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ConfigMode {
+    /// Writes never sleep, as on virtio-pci and virtio-mmio (the default).
+    Atomic = bindings::virtio_test_config_mode_VIRTIO_TEST_CONFIG_ATOMIC,
+    /// Writes may sleep, as on vDPA, CCW and UML.
+    Sleeping = bindings::virtio_test_config_mode_VIRTIO_TEST_CONFIG_SLEEPING,
+    /// No config access at all, as virtio-pci modern without a device-config capability.
+    None = bindings::virtio_test_config_mode_VIRTIO_TEST_CONFIG_NONE,
+}
+
 /// A buffer taken from a virtqueue by [`TestDevice::take`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Taken {
@@ -79,6 +91,17 @@ impl TestDevice {
     ///
     /// Fails with `EINVAL` for a queue size that is not a power of two up to 1024.
     pub fn new(device_id: u32, features: u64, config: &[u8], queue_size: u32) -> Result<Self> {
+        Self::new_with_config_mode(device_id, features, config, queue_size, ConfigMode::Atomic)
+    }
+
+    /// As [`TestDevice::new`], with the config space reached as `mode` says.
+    pub fn new_with_config_mode(
+        device_id: u32,
+        features: u64,
+        config: &[u8],
+        queue_size: u32,
+        mode: ConfigMode,
+    ) -> Result<Self> {
         let features = features | (1u64 << F_VERSION_1);
         // SAFETY: `config` is valid for reading `config.len()` bytes; the C side copies it.
         let raw = unsafe {
@@ -93,6 +116,11 @@ impl TestDevice {
         let ptr = NonNull::new(raw).ok_or(EINVAL)?;
         // INVARIANT: `ptr` was just created and is owned by nobody else.
         let dev = Self { ptr };
+        // SAFETY: `ptr` is valid by the type invariant and not yet registered; `mode` is one of
+        // the C enum's values.
+        to_result(unsafe {
+            bindings::virtio_test_device_set_config_mode(dev.ptr.as_ptr(), mode as u32)
+        })?;
         // SAFETY: `ptr` is valid by the type invariant and not yet registered. On failure the
         // device is freed by `drop` below.
         to_result(unsafe { bindings::virtio_test_device_register(dev.ptr.as_ptr()) })?;
@@ -261,6 +289,13 @@ impl TestDevice {
         // SAFETY: `raw()` is valid by the type invariant.
         to_result(unsafe { bindings::virtio_test_device_break_queue(self.raw(), q) })
     }
+}
+
+/// Whether local interrupts are off on this CPU (`irqs_disabled()`), for tests of the context a
+/// driver callback runs in.
+pub fn irqs_disabled() -> bool {
+    // SAFETY: Reading the local interrupt state is always allowed.
+    unsafe { bindings::virtio_test_irqs_disabled() }
 }
 
 impl Drop for TestDevice {

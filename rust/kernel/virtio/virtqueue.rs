@@ -5,9 +5,9 @@
 //! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h)
 //!
 //! A [`Buffer`] handed to a queue belongs to the device until the device returns it through
-//! [`VirtqueueGuard::get_buf`] or the queue gives it back with
-//! [`VirtqueueGuard::detach_unused`]; the type system makes it impossible to touch or free it in
-//! between. When the queue is revoked (device removal), every buffer still owned by the device
+//! [`VirtqueueGuard::get_buf`] or, once the device is reset, the queue gives it back with
+//! [`VirtqueueGuard::detach_unused`], which needs a [`Dead`] proof that only the bus adapter
+//! makes; the type system makes it impossible to touch or free it in between. When the queue is revoked (device removal), every buffer still owned by the device
 //! is detached and dropped, so none is ever leaked.
 
 use crate::{
@@ -21,7 +21,40 @@ use crate::{
         new_spinlock_irq, SpinLockIrq, SpinLockIrqGuard,
     },
 };
-use core::ptr::NonNull;
+use core::{marker::PhantomData, ptr::NonNull};
+
+/// Proof that a device was reset, so it no longer reads or writes any buffer it was lent and
+/// the buffers still queued may be detached ([`VirtqueueGuard::detach_unused`]; the C API says
+/// `virtqueue_detach_unused_buf()` is "not valid on an active queue").
+///
+/// Only the bus adapter makes one, right after it reset the device in remove, in a failed
+/// probe and in freeze, and drops it before the queues can be found again; a driver never
+/// holds one.
+///
+/// # Invariants
+///
+/// The device `vdev` was reset (and callbacks in flight have finished) and its queues are not
+/// re-enabled for as long as the proof lives.
+pub struct Dead<'a> {
+    vdev: *mut bindings::virtio_device,
+    _p: PhantomData<&'a super::Device>,
+}
+
+impl<'a> Dead<'a> {
+    /// Records that `dev` was just reset.
+    ///
+    /// # Safety
+    ///
+    /// `dev` must have been reset ([`super::Device::reset`]), and none of its queues may be
+    /// found again or re-enabled while the result lives.
+    pub(super) unsafe fn new(dev: &'a super::Device) -> Self {
+        // INVARIANT: The caller guarantees that `dev` is reset and stays so.
+        Self {
+            vdev: dev.as_raw(),
+            _p: PhantomData,
+        }
+    }
+}
 
 /// A kmalloc-backed byte buffer that can be lent to a virtqueue.
 ///
@@ -267,11 +300,17 @@ impl Virtqueue {
 
     /// Detaches and drops every buffer the device still owns, then forgets the C queue.
     ///
-    /// Called by the bus adapter after the device was reset, before `del_vqs`.
-    pub(super) fn revoke(&self) {
+    /// Called by the bus adapter after the device was reset (`dead`), before `del_vqs`.
+    pub(super) fn revoke(&self, dead: &Dead<'_>) {
         let mut guard = self.lock();
-        while guard.detach_unused().is_some() {}
+        while guard.detach_unused(dead).is_some() {}
         guard.0.vq = None;
+    }
+
+    /// Forgets the C queue of a wrapper no driver has seen yet, so no buffer was ever queued on
+    /// it; for the adapter's error paths before `del_vqs`.
+    pub(super) fn forget_unused(&self) {
+        self.lock().0.vq = None;
     }
 
     /// Attaches a revoked wrapper to a new C queue with the same index and size (after the
@@ -409,9 +448,17 @@ impl<B: Backend> VirtqueueGuard<'_, B> {
     }
 
     /// Takes back a buffer the device has not used yet, for teardown.
-    pub fn detach_unused(&mut self) -> Option<KBox<Buffer>> {
+    ///
+    /// `dead` proves that the device was reset, so it no longer touches the buffer. Returns
+    /// `None` when no buffer is left, and also when `dead` is about another device.
+    pub fn detach_unused(&mut self, dead: &Dead<'_>) -> Option<KBox<Buffer>> {
         let vq = self.raw()?;
         // SAFETY: `vq` is live while we hold the lock.
+        if unsafe { (*vq).vdev } != dead.vdev {
+            return None;
+        }
+        // SAFETY: `vq` is live while we hold the lock; by the invariant of `Dead` its device
+        // was reset and the queue is not re-enabled, so the device no longer uses its buffers.
         let token = unsafe { bindings::virtqueue_detach_unused_buf(vq) };
         // SAFETY: By the type invariant every token is a leaked `KBox<Buffer>`; the queue has
         // just dropped its reference to this one.
