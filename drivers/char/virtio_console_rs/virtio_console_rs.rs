@@ -20,6 +20,8 @@ mod control;
 mod debugfs_fmt;
 mod fifo;
 mod file;
+#[cfg(CONFIG_KUNIT)]
+mod hvc_kunit;
 mod port;
 mod portdev;
 mod ratelimit;
