@@ -15,6 +15,7 @@ mod initramfs;
 mod ktap;
 mod profile;
 mod scenarios;
+mod scenarios_teardown;
 mod vm;
 
 use scenarios::{Driver, Scenario};

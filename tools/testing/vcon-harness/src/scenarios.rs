@@ -715,6 +715,7 @@ wait_for /dev/vport0p0
     v.push(getty_login());
     v.push(udev_names());
     v.push(emergency_write());
+    v.extend(crate::scenarios_teardown::all());
     v
 }
 
