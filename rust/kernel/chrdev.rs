@@ -24,11 +24,15 @@ use crate::{
     iov::{IovIterDest, IovIterSource},
     prelude::*,
     str::CStr,
-    sync::{new_mutex, poll::PollTable, Arc, ArcBorrow, Mutex, SetOnce},
+    sync::{new_mutex, new_spinlock, poll::PollTable, Arc, ArcBorrow, Mutex, SetOnce, SpinLock},
     types::ForeignOwnable,
     ThisModule,
 };
-use core::{cell::UnsafeCell, marker::PhantomData, ptr::NonNull};
+use core::{
+    cell::UnsafeCell,
+    marker::{PhantomData, PhantomPinned},
+    ptr::NonNull,
+};
 
 /// A device number (`dev_t`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -170,13 +174,12 @@ pub trait FileOperations: Sized + 'static {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// `fcntl(F_SETFL, FASYNC)`: usually forwards to [`FasyncQueue::helper`].
+    /// `fcntl(F_SETFL, FASYNC)` and its undoing when the file is released: hand `request` to
+    /// the [`FasyncQueue`] the file's signals come from, and return its reply.
     fn fasync(
         _this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
-        _fd: i32,
-        _file: &File,
-        _on: bool,
-    ) -> Result<i32> {
+        _request: FasyncRequest<'_>,
+    ) -> FasyncReply {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 }
@@ -200,8 +203,16 @@ fn open_data() -> Result<&'static Mutex<KVec<OpenEntry>>> {
         return Ok(t);
     }
     let t = KBox::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?;
+    // Whoever wins the race populates it; the loser's box is dropped. A loser can see the
+    // winner's store still in progress (a few instructions, which never sleep): wait for it
+    // rather than fail.
     OPEN_DATA.populate(t);
-    OPEN_DATA.as_ref().map(|t| &**t).ok_or(ENOMEM)
+    loop {
+        if let Some(t) = OPEN_DATA.as_ref() {
+            return Ok(t);
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// A live character device, removed on drop.
@@ -224,18 +235,24 @@ impl<T: FileOperations> Cdev<T> {
     /// Makes `devt` live with `T`'s file operations; opens get `data`.
     pub fn new(devt: DevT, data: Arc<T::OpenData>, module: &'static ThisModule) -> Result<Self> {
         let table = open_data()?;
-        // Reserve the table slot first, so nothing can fail once the cdev is live.
-        table.lock().reserve(1, GFP_KERNEL)?;
         // SAFETY: No preconditions.
         let cdev = NonNull::new(unsafe { bindings::cdev_alloc() }).ok_or(ENOMEM)?;
-        // Publish the open data before the cdev goes live.
-        table.lock().push(
-            OpenEntry {
-                cdev: cdev.as_ptr() as usize,
-                data: Arc::as_ptr(&data) as usize,
-            },
-            GFP_KERNEL,
-        )?;
+        // Publish the open data before the cdev goes live; reserve and push under one lock
+        // hold, so the push cannot fail for want of room.
+        let published = {
+            let mut entries = table.lock();
+            entries.reserve(1, GFP_KERNEL).map(|()| {
+                let _ = entries.push_within_capacity(OpenEntry {
+                    cdev: cdev.as_ptr() as usize,
+                    data: Arc::as_ptr(&data) as usize,
+                });
+            })
+        };
+        if let Err(e) = published {
+            // SAFETY: A cdev that was never added is released by dropping its kobject.
+            unsafe { bindings::kobject_put(&raw mut (*cdev.as_ptr()).kobj) };
+            return Err(e.into());
+        }
         // SAFETY: `cdev` was just allocated and is not live yet.
         unsafe {
             (*cdev.as_ptr()).ops = &FopsVTable::<T>::VTABLE;
@@ -391,6 +408,10 @@ impl<T: FileOperations> FopsVTable<T> {
     ///
     /// Called by the VFS for the last reference of a file opened by `open`.
     unsafe extern "C" fn release(_inode: *mut bindings::inode, raw: *mut bindings::file) -> c_int {
+        if T::HAS_FASYNC {
+            // SAFETY: The file is in its `release` operation.
+            unsafe { FasyncQueue::release_file(raw) };
+        }
         // SAFETY: `private_data` was set by `open` and release owns it.
         let ptr = unsafe { T::Ptr::from_foreign((*raw).private_data) };
         // SAFETY: The file is valid for the duration of the call.
@@ -501,21 +522,36 @@ impl<T: FileOperations> FopsVTable<T> {
     extern "C" fn fasync(fd: c_int, raw: *mut bindings::file, on: c_int) -> c_int {
         // SAFETY: One of our files.
         let (this, file) = unsafe { Self::borrow(raw) };
-        match T::fasync(this, fd, file, on != 0) {
-            Ok(n) => n,
-            Err(e) => e.to_errno(),
-        }
+        // INVARIANT: The VFS asks on behalf of one of our files, whose operations have this
+        // `fasync` (so the VFS calls it again with `on == 0` before the file is freed), and
+        // the request carries the VFS's own `on`.
+        let request = FasyncRequest {
+            fd,
+            file,
+            on: on != 0,
+        };
+        T::fasync(this, request).0
     }
 }
 
 /// A list of files that asked for `SIGIO` (`struct fasync_struct *`).
 ///
+/// A file on the list must come off it before it is freed, or [`FasyncQueue::kill`] signals a
+/// freed file. The VFS asks for that with a last `fasync(off)` on release, but only to whichever
+/// queue the driver routes that call to; so this module also records each (file, queue) pair
+/// that [`FasyncQueue::helper`] adds, and takes the file off every queue it is still on when the
+/// file is released, whatever the driver did.
+///
 /// # Invariants
 ///
 /// `head` is only changed by `fasync_helper()` and read by `kill_fasync()`, which synchronise
-/// internally (a spinlock and RCU).
+/// internally (a spinlock and RCU). The queue is pinned; while a file is on it, the link table
+/// has an entry for the pair (see [`FasyncQueue::helper`]).
+#[pin_data(PinnedDrop)]
 pub struct FasyncQueue {
     head: UnsafeCell<*mut bindings::fasync_struct>,
+    #[pin]
+    _pin: PhantomPinned,
 }
 
 // SAFETY: See the type invariant.
@@ -523,30 +559,107 @@ unsafe impl Send for FasyncQueue {}
 // SAFETY: See the type invariant.
 unsafe impl Sync for FasyncQueue {}
 
-impl Default for FasyncQueue {
-    fn default() -> Self {
-        Self::new()
+/// One file added to one queue, until the file is released or the queue is dropped.
+struct FasyncLink {
+    file: usize,
+    queue: usize,
+}
+
+/// Every (file, queue) pair [`FasyncQueue::helper`] added; created on first use, never freed.
+static FASYNC_LINKS: SetOnce<Pin<KBox<SpinLock<KVec<FasyncLink>>>>> = SetOnce::new();
+
+fn fasync_links() -> Result<&'static SpinLock<KVec<FasyncLink>>> {
+    if let Some(t) = FASYNC_LINKS.as_ref() {
+        return Ok(t);
+    }
+    let t = KBox::pin_init(new_spinlock!(KVec::new()), GFP_KERNEL)?;
+    // As in `open_data`: the loser of a race waits for the winner's store.
+    FASYNC_LINKS.populate(t);
+    loop {
+        if let Some(t) = FASYNC_LINKS.as_ref() {
+            return Ok(t);
+        }
+        core::hint::spin_loop();
     }
 }
 
 impl FasyncQueue {
     /// An empty queue.
-    pub const fn new() -> Self {
-        Self {
+    pub fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
             head: UnsafeCell::new(core::ptr::null_mut()),
+            _pin: PhantomPinned,
+        })
+    }
+
+    /// Adds or removes the file of `request` (`fasync_helper`), as the VFS asked.
+    ///
+    /// The reply goes back to the VFS unchanged.
+    pub fn helper(&self, request: FasyncRequest<'_>) -> FasyncReply {
+        let file = request.file.as_ptr();
+        // SAFETY: `file` is valid for the call; `head` is only used through the fasync
+        // functions.
+        let ret = unsafe {
+            bindings::fasync_helper(request.fd, file, c_int::from(request.on), self.head.get())
+        };
+        // Removal leaves the link: a link whose file is off the queue is harmless, and
+        // dropping it here could race with a concurrent add of the same file.
+        if !request.on || ret < 0 {
+            return FasyncReply(ret);
+        }
+        // INVARIANT: The file is on the queue (it was added or already there): make sure the
+        // pair is linked before the VFS can release the file, which it cannot do while this
+        // `fasync` call runs. If that fails, take the file off again.
+        let linked = fasync_links().and_then(|links| {
+            let mut links = links.lock();
+            let me = core::ptr::from_ref(self) as usize;
+            if links
+                .iter()
+                .any(|l| l.file == file as usize && l.queue == me)
+            {
+                return Ok(());
+            }
+            links.push(
+                FasyncLink {
+                    file: file as usize,
+                    queue: me,
+                },
+                GFP_ATOMIC,
+            )?;
+            Ok(())
+        });
+        match linked {
+            Ok(()) => FasyncReply(ret),
+            Err(e) => {
+                // SAFETY: As above.
+                unsafe { bindings::fasync_helper(request.fd, file, 0, self.head.get()) };
+                FasyncReply(e.to_errno())
+            }
         }
     }
 
-    /// Adds or removes `file` (`fasync_helper`); for [`FileOperations::fasync`].
-    pub fn helper(&self, fd: i32, file: &File, on: bool) -> Result<i32> {
-        // SAFETY: `file` is valid; `head` is only used through the fasync functions.
-        let ret =
-            unsafe { bindings::fasync_helper(fd, file.as_ptr(), c_int::from(on), self.head.get()) };
-        if ret < 0 {
-            Err(Error::from_errno(ret))
-        } else {
-            Ok(ret)
-        }
+    /// Takes a file being released off every queue it is still on.
+    ///
+    /// # Safety
+    ///
+    /// `file` is a valid file in its `release` operation (it is freed after).
+    unsafe fn release_file(file: *mut bindings::file) {
+        let Some(links) = FASYNC_LINKS.as_ref() else {
+            return;
+        };
+        links.lock().retain(|l| {
+            if l.file != file as usize {
+                return true;
+            }
+            // SAFETY: The link exists, so its queue has not been dropped (its drop removes its
+            // links under this lock first) and, being pinned, has not moved. `file` is valid
+            // by the caller's guarantee.
+            unsafe {
+                let queue = &*(l.queue as *const FasyncQueue);
+                bindings::fasync_helper(-1, file, 0, queue.head.get());
+            }
+            false
+        });
     }
 
     /// Sends `SIGIO` with poll band `band` (a `POLL_*` code) to every registered file
@@ -554,6 +667,56 @@ impl FasyncQueue {
     pub fn kill(&self, band: i32) {
         // SAFETY: See the type invariant.
         unsafe { bindings::kill_fasync(self.head.get(), bindings::SIGIO as c_int, band) };
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for FasyncQueue {
+    fn drop(self: Pin<&mut Self>) {
+        // Nobody can signal through a dropped queue, so files still on it are harmless; forget
+        // the links, so their release does not reach the queue. Their list entries are left
+        // for the RCU-freed slab they came from to keep (a queue outlived by its files leaks
+        // them).
+        if let Some(links) = FASYNC_LINKS.as_ref() {
+            let me = core::ptr::from_ref::<Self>(&*self) as usize;
+            links.lock().retain(|l| l.queue != me);
+        }
+    }
+}
+
+/// A `fasync` call of the VFS on a file of a [`Cdev`], for [`FasyncQueue::helper`].
+///
+/// # Invariants
+///
+/// Only the `fasync` operation of a [`Cdev`] makes one, for one of the cdev's own files and with
+/// the `on` the VFS passed. Such a file's `release` operation is this module's, which takes the
+/// file off every queue [`FasyncQueue::helper`] put it on.
+pub struct FasyncRequest<'a> {
+    fd: c_int,
+    file: &'a File,
+    on: bool,
+}
+
+impl FasyncRequest<'_> {
+    /// The file.
+    pub fn file(&self) -> &File {
+        self.file
+    }
+
+    /// Whether the file asks to be added (`true`) or removed.
+    pub fn on(&self) -> bool {
+        self.on
+    }
+}
+
+/// What [`FasyncQueue::helper`] did, handed back to the VFS by [`FileOperations::fasync`]:
+/// a count or a negative error code.
+pub struct FasyncReply(c_int);
+
+impl FasyncReply {
+    /// The error, if the request failed.
+    pub fn error(&self) -> Option<Error> {
+        (self.0 < 0).then(|| Error::from_errno(self.0))
     }
 }
 

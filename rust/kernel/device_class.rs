@@ -14,8 +14,11 @@
 //! # Lifetimes
 //!
 //! The class is created with `class_create()` and freed by its own release callback, so a
-//! reference held by sysfs can outlive [`Class`] safely. The driver data is released only after
-//! `device_unregister()` has returned, which waits for running `show` callbacks.
+//! reference held by sysfs can outlive [`Class`] safely. A [`Class`] is shared through an
+//! [`Arc`], and each [`ClassDevice`] holds a reference: `class_destroy()` runs only once the
+//! last device of the class is unregistered (a device's release reads its class). The driver
+//! data is released only after `device_unregister()` has returned, which waits for running
+//! `show` callbacks.
 
 use crate::{
     bindings,
@@ -24,12 +27,13 @@ use crate::{
     error::{from_err_ptr, to_result, Result},
     prelude::*,
     str::{CStr, CString},
-    sync::Arc,
+    sync::{Arc, UniqueArc},
     types::ForeignOwnable,
 };
 use core::{marker::PhantomData, ptr::NonNull};
 
-/// A device class, unregistered on drop.
+/// A device class, unregistered when the last [`Arc`] to it goes (each [`ClassDevice`] holds
+/// one).
 ///
 /// # Invariants
 ///
@@ -45,12 +49,15 @@ unsafe impl Sync for Class {}
 
 impl Class {
     /// Creates `/sys/class/<name>`.
-    pub fn new(name: &'static CStr) -> Result<Self> {
+    pub fn new(name: &'static CStr) -> Result<Arc<Self>> {
+        // Allocate first: nothing can fail once the class exists.
+        let slot = UniqueArc::new_uninit(GFP_KERNEL)?;
         // SAFETY: `name` is static, as `class_create()` requires.
         let ptr = from_err_ptr(unsafe { bindings::class_create(name.as_char_ptr()) })?;
-        Ok(Self {
-            ptr: NonNull::new(ptr).ok_or(ENOMEM)?,
-        })
+        let Some(ptr) = NonNull::new(ptr) else {
+            return Err(ENOMEM);
+        };
+        Ok(slot.write(Self { ptr }).into())
     }
 }
 
@@ -128,10 +135,12 @@ pub enum Uevent {
 ///
 /// # Invariants
 ///
-/// `dev` was returned by `device_create()` with driver data `Arc::<T>::into_foreign()` and is
-/// registered until `drop`.
+/// `dev` was returned by `device_create()` in `class` with driver data
+/// `Arc::<T>::into_foreign()` and is registered until `drop`.
 pub struct ClassDevice<T: Send + Sync + 'static> {
     dev: NonNull<bindings::device>,
+    /// The device's class, kept until the device is unregistered (dropped after `drop` runs).
+    _class: Arc<Class>,
     _p: PhantomData<Arc<T>>,
 }
 
@@ -141,9 +150,10 @@ unsafe impl<T: Send + Sync + 'static> Send for ClassDevice<T> {}
 unsafe impl<T: Send + Sync + 'static> Sync for ClassDevice<T> {}
 
 impl<T: Send + Sync + 'static> ClassDevice<T> {
-    /// Creates device `name` with number `devt` in `class`, under `parent`.
+    /// Creates device `name` with number `devt` in `class`, under `parent`. The device keeps
+    /// `class` alive.
     pub fn new(
-        class: &Class,
+        class: &Arc<Class>,
         parent: &device::Device,
         devt: DevT,
         data: Arc<T>,
@@ -164,6 +174,7 @@ impl<T: Send + Sync + 'static> ClassDevice<T> {
         match from_err_ptr(ret).map(NonNull::new) {
             Ok(Some(dev)) => Ok(Self {
                 dev,
+                _class: class.clone(),
                 _p: PhantomData,
             }),
             other => {

@@ -9,21 +9,27 @@
 //! and [`Operations::get_chars`] when it polls for input.
 //!
 //! The C callbacks identify a terminal only by its vtermno, so this module keeps a table from
-//! vtermno to backend. An entry lives exactly as long as its [`Registration`]: it is added before
-//! `hvc_alloc()` and removed after `hvc_remove()`, which waits for callbacks in flight, so a
-//! callback can never reach a backend that is gone.
+//! vtermno to backend. An entry is added before `hvc_alloc()` and removed when its
+//! [`Registration`] is dropped, after `hvc_remove()`.
+//!
+//! `hvc_remove()` does not end the callbacks: a `struct hvc_struct` whose tty is still open
+//! stays on the core's list until the tty's last reference goes, and `khvcd` keeps polling it
+//! (`__hvc_poll()` under `hp->lock` only). So each callback marks its entry busy while it runs
+//! the backend, outside the table lock, and [`Registration`]'s drop first closes the entry to new
+//! callbacks, then waits until none is running, and only then releases the backend. A callback
+//! that comes later finds no entry and returns `-EPIPE`, which makes the core drop the output.
 //!
 //! # Lock order
 //!
 //! `hp->lock` (held by the hvc core around `put_chars`/`get_chars`) nests outside whatever the
-//! backend takes; the table lock is a leaf. Backends must not call into hvc from [`Operations`]
-//! methods.
+//! backend takes; the table lock is a leaf, never held while a backend runs. Backends must not
+//! call into hvc from [`Operations`] methods.
 
 use crate::{
     bindings,
     error::{from_err_ptr, Result},
     prelude::*,
-    sync::{new_spinlock_irq, Arc, SetOnce, SpinLockIrq},
+    sync::{new_condvar, new_spinlock_irq, Arc, CondVar, SetOnce, SpinLockIrq},
 };
 use core::ptr::NonNull;
 
@@ -47,12 +53,24 @@ struct Entry {
     /// Window size as (rows, cols), pushed to the tty on open when `resize_enabled`.
     size: (u16, u16),
     resize_enabled: bool,
+    /// Callbacks running the backend now (see [`with_ops`]).
+    busy: u32,
+    /// Set when the registration is being dropped: no new callback may reach `ops`.
+    closed: bool,
 }
 
 // SAFETY: `ops` points to a `Send + Sync` backend kept alive by the owning `Registration`.
 unsafe impl Send for Entry {}
 
-type Table = SpinLockIrq<KVec<Entry>>;
+/// The vtermno table and the condition a dropped registration waits on for its callbacks.
+#[pin_data]
+struct Table {
+    #[pin]
+    entries: SpinLockIrq<KVec<Entry>>,
+    /// Notified when a callback of a closed entry ends.
+    #[pin]
+    idle: CondVar,
+}
 
 /// The vtermno table, created on first use and never freed (it lives in vmlinux).
 static TABLE: SetOnce<Pin<KBox<Table>>> = SetOnce::new();
@@ -61,10 +79,23 @@ fn table() -> Result<&'static Table> {
     if let Some(t) = TABLE.as_ref() {
         return Ok(t);
     }
-    let t = KBox::pin_init(new_spinlock_irq!(KVec::new()), GFP_KERNEL)?;
-    // Whoever wins the race populates it; the loser's box is dropped.
+    let t = KBox::pin_init(
+        pin_init!(Table {
+            entries <- new_spinlock_irq!(KVec::new(), "hvc::TABLE"),
+            idle <- new_condvar!("hvc::TABLE::idle"),
+        }),
+        GFP_KERNEL,
+    )?;
+    // Whoever wins the race populates it; the loser's box is dropped. A loser can see the
+    // winner's store still in progress (a few instructions, which never sleep): wait for it
+    // rather than fail.
     TABLE.populate(t);
-    TABLE.as_ref().map(|t| &**t).ok_or(ENOMEM)
+    loop {
+        if let Some(t) = TABLE.as_ref() {
+            return Ok(t);
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// A registered virtual terminal, removed on drop.
@@ -110,21 +141,44 @@ impl<T: Operations> Registration<T> {
     ) -> Result<Self> {
         let table = table()?;
         let dyn_ops: &dyn Operations = &*ops;
-        {
-            let mut entries = table.lock();
+        let mut entry = Entry {
+            vtermno,
+            ops: NonNull::from(dyn_ops),
+            size: (0, 0),
+            resize_enabled,
+            busy: 0,
+            closed: false,
+        };
+        // Never allocate under the table lock: an allocation failure prints, and printing
+        // reaches `put_chars`, which takes the same lock. Grow a spare vector outside it.
+        let mut spare = KVec::new();
+        loop {
+            let mut entries = table.entries.lock();
             if entries.iter().any(|e| e.vtermno == vtermno) {
                 return Err(EBUSY);
             }
-            entries.push(
-                Entry {
-                    vtermno,
-                    ops: NonNull::from(dyn_ops),
-                    size: (0, 0),
-                    resize_enabled,
-                },
-                GFP_ATOMIC,
-            )?;
+            if entries.len() < entries.capacity() {
+                entry = match entries.push_within_capacity(entry) {
+                    Ok(()) => break,
+                    Err(e) => e.0,
+                };
+            } else if spare.capacity() > entries.len() {
+                core::mem::swap(&mut *entries, &mut spare);
+                for e in spare.drain_all() {
+                    // `entries` (the spare) has room for all of them and one more.
+                    let _ = entries.push_within_capacity(e);
+                }
+                entry = match entries.push_within_capacity(entry) {
+                    Ok(()) => break,
+                    Err(e) => e.0,
+                };
+            }
+            let want = entries.len() + 1;
+            drop(entries);
+            spare = KVec::with_capacity(want, GFP_KERNEL)?;
         }
+        // The old storage, if we swapped it out, is freed here, outside the lock.
+        drop(spare);
         // SAFETY: `HV_OPS` is static; the table entry for `vtermno` exists, so callbacks find
         // `ops`, which `Arc` keeps at a stable address.
         let hp = unsafe { bindings::hvc_alloc(vtermno, 0, &HV_OPS, outbuf_size as c_int) };
@@ -138,10 +192,19 @@ impl<T: Operations> Registration<T> {
         }
     }
 
+    /// Removes the entry of `vtermno` once no callback runs its backend any more.
     fn forget(vtermno: u32) {
-        if let Ok(table) = table() {
-            table.lock().retain(|e| e.vtermno != vtermno);
+        let Some(table) = TABLE.as_ref() else {
+            return;
+        };
+        let mut entries = table.entries.lock();
+        if let Some(e) = entries.iter_mut().find(|e| e.vtermno == vtermno) {
+            e.closed = true;
         }
+        while entries.iter().any(|e| e.vtermno == vtermno && e.busy != 0) {
+            table.idle.wait(&mut entries);
+        }
+        entries.retain(|e| e.vtermno != vtermno);
     }
 
     /// The terminal number.
@@ -176,8 +239,10 @@ impl<T: Operations> Registration<T> {
 
     /// Records a new window size and, if resizing is enabled, applies it to the tty.
     pub fn resize(&self, rows: u16, cols: u16) {
-        let apply = table().is_ok_and(|table| {
-            let mut entries = table.lock();
+        // The table exists: `self` has an entry in it. No allocation here, so this may run in
+        // atomic context.
+        let apply = TABLE.as_ref().is_some_and(|table| {
+            let mut entries = table.entries.lock();
             match entries.iter_mut().find(|e| e.vtermno == self.vtermno) {
                 Some(e) => {
                     e.size = (rows, cols);
@@ -212,29 +277,51 @@ impl<T: Operations> Drop for Registration<T> {
         // from a tty opened meanwhile is cancelled by the hangup `hvc_remove` does.
         // SAFETY: By the type invariant `hp` is live; `hvc_alloc` initialised `tty_resize`.
         unsafe { bindings::cancel_work_sync(&raw mut (*self.hp.as_ptr()).tty_resize) };
-        // SAFETY: By the type invariant `hp` is live; this is its only removal. `hvc_remove`
-        // takes `hp->lock`, so no `put_chars`/`get_chars` for it runs after it returns.
+        // SAFETY: By the type invariant `hp` is live; this is its only removal. An hp whose tty
+        // is still open outlives this call, and its callbacks with it: `forget` below waits for
+        // those running and shuts out later ones before `ops` is released.
         unsafe { bindings::hvc_remove(self.hp.as_ptr()) };
         Self::forget(self.vtermno);
     }
 }
 
-/// Runs `f` on the backend of `vtermno`.
+/// Runs `f` on the backend of `vtermno`, or returns `None` if it has none (any more).
 ///
-/// The table lock is only held for the lookup, so a backend that prints (and so re-enters the
-/// console) cannot deadlock on it.
+/// The table lock is only held to look the entry up and to mark it busy, so a backend that
+/// prints (and so re-enters the console) cannot deadlock on it.
 fn with_ops<R>(vtermno: u32, f: impl FnOnce(&dyn Operations) -> R) -> Option<R> {
     let table = TABLE.as_ref()?;
     let ops = {
-        let entries = table.lock();
-        entries.iter().find(|e| e.vtermno == vtermno)?.ops
+        let mut entries = table.entries.lock();
+        let e = entries
+            .iter_mut()
+            .find(|e| e.vtermno == vtermno && !e.closed)?;
+        e.busy += 1;
+        e.ops
     };
-    // The hvc core calls `get_chars` and `put_chars` with `hp->lock` held, or, for console
-    // output, with `console_lock` held; `hvc_remove` takes both before it returns, and
-    // `Registration::drop` releases the backend only after `hvc_remove` returned. The entry
-    // existed, so its registration had not returned from `hvc_remove` when this callback began.
-    // SAFETY: By the above, the backend outlives the call.
-    Some(f(unsafe { ops.as_ref() }))
+    // SAFETY: The entry was open and is now busy: `Registration::forget` waits for `busy` to
+    // drop to zero before it removes the entry, and the registration releases the backend only
+    // after that, so the backend outlives the call.
+    let r = f(unsafe { ops.as_ref() });
+    let mut entries = table.entries.lock();
+    // The entry is still there: it was busy, so `forget` has not removed it.
+    if let Some(e) = entries.iter_mut().find(|e| e.vtermno == vtermno) {
+        e.busy -= 1;
+        if e.closed && e.busy == 0 {
+            table.idle.notify_all();
+        }
+    }
+    Some(r)
+}
+
+/// What the hvc core sees, for tests.
+#[cfg(CONFIG_KUNIT)]
+pub mod testing {
+    /// Calls the backend of `vtermno` as the hvc core calls `put_chars`, and returns what the
+    /// core would get: the bytes taken, or `-EPIPE` once the terminal is gone.
+    pub fn put_chars(vtermno: u32, buf: &[u8]) -> isize {
+        super::put_chars(vtermno, buf.as_ptr(), buf.len())
+    }
 }
 
 extern "C" fn get_chars(vtermno: u32, buf: *mut u8, count: usize) -> isize {
@@ -263,7 +350,8 @@ extern "C" fn notifier_add(hp: *mut bindings::hvc_struct, _data: c_int) -> c_int
     // SAFETY: As above.
     unsafe { bindings::hvc_set_irq_requested(hp, 1) };
     let size = TABLE.as_ref().and_then(|t| {
-        t.lock()
+        t.entries
+            .lock()
             .iter()
             .find(|e| e.vtermno == vtermno && e.resize_enabled)
             .map(|e| e.size)

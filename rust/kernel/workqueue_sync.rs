@@ -35,10 +35,11 @@ pub fn system_percpu() -> &'static Queue {
 impl<T: ?Sized, const ID: u64> Work<T, ID> {
     /// Cancels the work item if it is pending and waits for a running instance to finish.
     ///
-    /// Returns whether it was pending. Must not be called from the work item itself. Note that
-    /// a cancelled item's owner reference taken at enqueue time is not released by the C side;
-    /// use this only for work items whose [`crate::workqueue::WorkItem`] pointer type tolerates
-    /// that (for example a pinned, owned object) or call [`Work::flush`] instead.
+    /// Returns whether it was pending. Called from the work item itself, it waits for itself
+    /// forever. A cancelled item never runs, so the owner reference its
+    /// [`crate::workqueue::WorkItem`] pointer took at enqueue time is never given back: the
+    /// object leaks (memory stays valid, nothing dangles). Where that matters, use
+    /// [`Work::flush`], which lets it run.
     pub fn cancel_sync(&self) -> bool {
         // SAFETY: `self` is a valid, initialised work item.
         unsafe { bindings::cancel_work_sync(Work::raw_get(self)) }
@@ -46,7 +47,8 @@ impl<T: ?Sized, const ID: u64> Work<T, ID> {
 
     /// Waits for the work item to finish if it is queued or running.
     ///
-    /// Returns whether it had to wait. Must not be called from the work item itself.
+    /// Returns whether it had to wait. Called from the work item itself, it waits for itself
+    /// forever.
     pub fn flush(&self) -> bool {
         // SAFETY: `self` is a valid, initialised work item.
         unsafe { bindings::flush_work(Work::raw_get(self)) }

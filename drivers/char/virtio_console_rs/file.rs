@@ -4,7 +4,7 @@
 
 use crate::port::Port;
 use kernel::{
-    chrdev::FileOperations,
+    chrdev::{FasyncReply, FasyncRequest, FileOperations},
     fs::{file::flags::O_NONBLOCK, File},
     iov::{IovIterDest, IovIterSource},
     prelude::*,
@@ -56,7 +56,7 @@ impl FileOperations for PortFile {
         port.poll_mask()
     }
 
-    fn fasync(port: ArcBorrow<'_, Port>, fd: i32, file: &File, on: bool) -> Result<i32> {
-        port.fasync.helper(fd, file, on)
+    fn fasync(port: ArcBorrow<'_, Port>, request: FasyncRequest<'_>) -> FasyncReply {
+        port.fasync.helper(request)
     }
 }

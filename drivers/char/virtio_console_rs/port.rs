@@ -231,6 +231,7 @@ pub(crate) struct Port {
     pub(crate) state: SpinLockIrq<PortState>,
     #[pin]
     pub(crate) waitq: PollCondVar,
+    #[pin]
     pub(crate) fasync: FasyncQueue,
 }
 
@@ -274,7 +275,7 @@ impl Port {
                     stats: Stats::default(),
                 }),
                 waitq <- new_poll_condvar!("virtio_console_rs::Port::waitq"),
-                fasync: FasyncQueue::new(),
+                fasync <- FasyncQueue::new(),
             }),
             GFP_KERNEL,
         )

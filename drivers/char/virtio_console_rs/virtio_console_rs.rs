@@ -20,6 +20,8 @@ mod control;
 mod debugfs_fmt;
 mod fifo;
 mod file;
+#[cfg(CONFIG_KUNIT)]
+mod hvc_kunit;
 mod port;
 mod portdev;
 #[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
@@ -60,7 +62,7 @@ module! {
 
 /// State shared by all devices: the class, the vtermno allocator and the debugfs directory.
 pub(crate) struct Globals {
-    pub(crate) class: Class,
+    pub(crate) class: Arc<Class>,
     /// hvc vtermnos, from 1, unique across every device, recycled when a console goes away.
     pub(crate) vtermnos: Arc<Ida>,
     pub(crate) debugfs: debugfs::Dir,

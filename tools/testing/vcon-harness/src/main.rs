@@ -16,6 +16,7 @@ mod ktap;
 mod profile;
 mod scenarios;
 mod selftest;
+mod scenarios_teardown;
 mod vm;
 
 use scenarios::{Driver, Scenario};

@@ -723,6 +723,7 @@ wait_for /dev/vport0p0
     v.push(async_io::sigio());
     v.push(async_io::splice());
     v.push(async_io::splice_empty());
+    v.extend(crate::scenarios_teardown::all());
     v
 }
 
