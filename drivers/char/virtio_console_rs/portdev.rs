@@ -613,6 +613,7 @@ impl PortsDevice {
             return Err(e);
         }
         self.insert_entry(entry)?;
+        port.set_in_table();
         port.send_control(Event::PortReady, 1);
         Ok(())
     }
