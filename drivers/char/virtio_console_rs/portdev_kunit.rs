@@ -257,7 +257,7 @@ impl Host {
             .find(|e| e.port.id == id)?
             .console
             .as_ref()
-            .map(|c| c.window_size());
+            .and_then(|c| c.with(|c| c.window_size()));
         size
     }
 
