@@ -14,7 +14,7 @@ use kernel::{
     prelude::*,
     str::CString,
     sync::{aref::ARef, poll::PollCondVar, Arc, SpinLockIrq, SpinLockIrqGuard},
-    time::{delay::fsleep, Delta},
+    time::{delay::fsleep, Delta, Instant, Monotonic},
     virtio::{self, Buffer, NestedBackend, Virtqueue, VirtqueueGuard},
 };
 
@@ -26,6 +26,9 @@ pub(crate) const MAX_WRITE: usize = 32 * 1024;
 
 /// Tries (100 us apart) to queue a control message while the ring is full.
 const CONTROL_TRIES: u32 = 10_000;
+
+/// How long `open()` waits for the host to take its `PORT_OPEN`, in milliseconds.
+const CONTROL_WAIT_MS: i64 = 1000;
 
 /// Console writes retried (`EAGAIN`) while the transmit ring is full before output is dropped.
 pub(crate) const CONSOLE_TRIES: u32 = 100_000;
@@ -84,8 +87,48 @@ impl DeviceLink {
     /// next send), sleeping between tries and giving up after about a second with a warning,
     /// so a host that stops consuming cannot hang the guest. Process context.
     pub(crate) fn send_control(&self, id: u32, event: Event, value: u16) {
+        self.queue_control(id, event, value);
+    }
+
+    /// Sends a control message as [`DeviceLink::send_control`] does, then waits until the host
+    /// has taken it, as the C driver's `__send_control_msg` does for every message: sleeping
+    /// between looks, and giving up with a warning after [`CONTROL_WAIT_MS`]. Process context.
+    ///
+    /// The control transmit queue raises no interrupt, so the wait polls. "Taken" is "the ring
+    /// is empty": another sender may reclaim this message's buffer along with its own, so the
+    /// buffer itself cannot be watched; an empty ring means it was consumed.
+    pub(crate) fn send_control_consumed(&self, id: u32, event: Event, value: u16) {
         let Some(vq) = &self.c_ovq else {
             return;
+        };
+        if !self.queue_control(id, event, value) {
+            return;
+        }
+        let start = Instant::<Monotonic>::now();
+        loop {
+            {
+                let mut q = vq.lock();
+                while q.get_buf().is_some() {}
+                if q.num_free() == vq.size() || q.is_broken() {
+                    return;
+                }
+            }
+            if start.elapsed().as_millis() >= CONTROL_WAIT_MS {
+                break;
+            }
+            fsleep(Delta::from_micros(100));
+        }
+        self.warn(fmt!(
+            "control message {:?} for port {} not taken by the host",
+            event,
+            id
+        ));
+    }
+
+    /// Queues a control message (see [`DeviceLink::send_control`]); returns whether it was.
+    fn queue_control(&self, id: u32, event: Event, value: u16) -> bool {
+        let Some(vq) = &self.c_ovq else {
+            return false;
         };
         let msg = control::encode(
             id,
@@ -96,7 +139,7 @@ impl DeviceLink {
         );
         let Ok(mut buf) = Buffer::from_slice(&msg, GFP_KERNEL) else {
             self.warn(fmt!("no memory for a control message"));
-            return;
+            return false;
         };
         let mut tries = 0;
         loop {
@@ -105,7 +148,7 @@ impl DeviceLink {
             match q.add_outbuf(buf) {
                 Ok(()) => {
                     q.kick();
-                    return;
+                    return true;
                 }
                 Err(e) if e.error == ENOSPC && tries < CONTROL_TRIES && !q.is_broken() => {
                     drop(q);
@@ -113,7 +156,7 @@ impl DeviceLink {
                     tries += 1;
                     fsleep(Delta::from_micros(100));
                 }
-                Err(e) if e.error == ENODEV => return,
+                Err(e) if e.error == ENODEV => return false,
                 Err(e) => {
                     self.warn(fmt!(
                         "control message {:?} for port {} dropped ({:?})",
@@ -121,7 +164,7 @@ impl DeviceLink {
                         id,
                         e.error
                     ));
-                    return;
+                    return false;
                 }
             }
         }
@@ -167,12 +210,18 @@ pub(crate) struct PortState {
     tx_pool: Pool<KBox<Buffer>>,
     /// The port was unplugged: every file operation fails with `ENODEV`.
     pub(crate) unplugged: bool,
+    /// The port is in its device's table: until then its char device, live already, refuses
+    /// `open()` with `ENXIO`, as the C driver's lookup by device number does.
+    in_table: bool,
     /// The hvc vtermno, 0 when the port is not a console.
     pub(crate) vtermno: u32,
     /// The name from `PORT_NAME`, set once.
     pub(crate) name: Option<CString>,
     /// Console writes refused in a row because the transmit ring was full.
     console_full_tries: u32,
+    /// Console output is being dropped: until the host consumes something, every console
+    /// write is dropped at once, without trying the ring again.
+    console_dropping: bool,
     /// Console bytes dropped because the host did not consume them.
     pub(crate) console_dropped: u64,
     pub(crate) stats: Stats,
@@ -268,9 +317,11 @@ impl Port {
                     read_since_write: true,
                     tx_pool,
                     unplugged: false,
+                    in_table: false,
                     vtermno: 0,
                     name: None,
                     console_full_tries: 0,
+                    console_dropping: false,
                     console_dropped: 0,
                     stats: Stats::default(),
                 }),
@@ -286,6 +337,11 @@ impl Port {
         if !self.state.lock().unplugged {
             self.link.send_control(self.id, event, value);
         }
+    }
+
+    /// The port joined its device's table: files may open it from now on.
+    pub(crate) fn set_in_table(&self) {
+        self.state.lock().in_table = true;
     }
 
     /// Fills the receive queue with buffers. A queue that is already full (after an unplug and
@@ -559,18 +615,24 @@ impl Port {
     /// Waits until a write can go through; returns a consumed transmit buffer to reuse, if any.
     fn wait_writable(&self, nonblock: bool) -> Result<Option<KBox<Buffer>>> {
         let mut st = self.state.lock();
+        self.wait_for_room(&mut st, nonblock)?;
+        Ok(st.tx_pool.take())
+    }
+
+    /// Waits (unless `nonblock`) until the host is connected and the ring has room.
+    fn wait_for_room(&self, st: &mut StateGuard<'_>, nonblock: bool) -> Result {
         loop {
             if st.unplugged || !st.guest_connected {
                 return Err(ENODEV);
             }
-            if !self.will_write_block(&mut st) {
-                return Ok(st.tx_pool.take());
+            if !self.will_write_block(st) {
+                return Ok(());
             }
             if nonblock {
                 return Err(EAGAIN);
             }
             st.writers_asleep += 1;
-            let signal = self.waitq.wait_interruptible_freezable(&mut st);
+            let signal = self.waitq.wait_interruptible_freezable(st);
             st.writers_asleep -= 1;
             if signal {
                 return Err(ERESTARTSYS);
@@ -601,7 +663,28 @@ impl Port {
             return Ok(0);
         }
         let spare = self.wait_writable(nonblock)?;
-        let buf = fill(count.min(MAX_WRITE), spare)?;
+        let mut buf = fill(count.min(MAX_WRITE), spare)?;
+        let copied = buf.len();
+        loop {
+            buf = match self.send_buf(buf)? {
+                None => return Ok(copied),
+                Some(buf) => buf,
+            };
+            // Another writer sharing the file filled the ring after `wait_writable` let this
+            // one through. A non-blocking writer gets `EAGAIN`; the transmit interrupt is armed,
+            // so a poller (an edge-triggered epoll too) hears when there is room. A blocking
+            // writer waits for room again, keeping the data it copied.
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            let mut st = self.state.lock();
+            self.wait_for_room(&mut st, false)?;
+        }
+    }
+
+    /// Queues `buf` on the transmit ring; gives it back if the ring is full, with the transmit
+    /// interrupt armed (see [`Port::reclaim_tx_or_arm`]).
+    fn send_buf(&self, buf: KBox<Buffer>) -> Result<Option<KBox<Buffer>>> {
         let copied = buf.len();
         let mut guard = self.state.lock();
         if guard.unplugged {
@@ -614,23 +697,36 @@ impl Port {
         let caught_up = q.num_free() == self.out_vq.size();
         let after_read = core::mem::take(&mut st.read_since_write);
         if caught_up && after_read {
-            // A response to what was read: keep the interrupt (see above).
+            // A response to what was read: keep the interrupt (see [`Port::write`]).
             q.enable_cb();
         } else {
             q.disable_cb();
         }
-        let ret = match q.add_outbuf(buf) {
-            Ok(()) => {
-                q.kick();
-                st.outvq_full = q.num_free() == 0;
-                st.stats.bytes_sent += copied as u64;
-                Ok(copied)
+        let mut buf = buf;
+        let ret = loop {
+            match q.add_outbuf(buf) {
+                Ok(()) => {
+                    q.kick();
+                    st.outvq_full = q.num_free() == 0;
+                    st.stats.bytes_sent += copied as u64;
+                    break Ok(None);
+                }
+                Err(e) if e.error == ENOSPC => {
+                    buf = e.buf;
+                    // Room came meanwhile: try again.
+                    if self.take_consumed_tx(st, &mut q) {
+                        continue;
+                    }
+                    st.outvq_full = true;
+                    // `false`: the host consumed a buffer meanwhile; reclaim and try again.
+                    if !q.enable_cb() {
+                        continue;
+                    }
+                    st.tx_armed = true;
+                    break Ok(Some(buf));
+                }
+                Err(e) => break Err(e.error),
             }
-            Err(e) if e.error == ENOSPC => {
-                st.outvq_full = true;
-                Err(EAGAIN)
-            }
-            Err(e) => Err(e.error),
         };
         drop(q);
         drop(guard);
@@ -661,11 +757,12 @@ impl Port {
         mask
     }
 
-    /// Opens the port for a file: `EBUSY` if already open.
+    /// Opens the port for a file: `EBUSY` if already open, `ENXIO` if not (or no longer) in
+    /// its device's table or a console.
     pub(crate) fn open(&self) -> Result {
         {
             let mut st = self.state.lock();
-            if st.unplugged {
+            if st.unplugged || !st.in_table {
                 return Err(ENXIO);
             }
             if st.vtermno != 0 {
@@ -678,7 +775,12 @@ impl Port {
             st.guest_connected = true;
             self.reclaim_tx(&mut st);
         }
-        self.send_control(Event::PortOpen, 1);
+        // Data written right after `open()` must not reach the host before it knows the port
+        // is open (a chardev backend may drop data for a closed port): wait until the host
+        // has taken the message, as the C driver does.
+        if !self.state.lock().unplugged {
+            self.link.send_control_consumed(self.id, Event::PortOpen, 1);
+        }
         Ok(())
     }
 
@@ -792,7 +894,9 @@ impl Port {
     /// Console output from hvc (atomic context). Never waits for the host: if the ring is
     /// full, `EAGAIN` makes hvc retry (kernel messages are then retried at once, tty output
     /// later); after [`CONSOLE_TRIES`] retries in a row the output is dropped and counted in
-    /// `console_dropped`, so a host that stops consuming cannot freeze a CPU.
+    /// `console_dropped`, so a host that stops consuming cannot freeze a CPU. From then on
+    /// output is dropped at once, without trying the ring, until the host has consumed
+    /// something: a burst to a stalled host costs one call per chunk, not [`CONSOLE_TRIES`].
     pub(crate) fn console_put(&self, data: &[u8]) -> Result<usize> {
         if data.is_empty() {
             return Ok(0);
@@ -807,6 +911,14 @@ impl Port {
         // hvc retries by itself when the ring is full.
         q.disable_cb();
         self.take_consumed_tx(st, &mut q);
+        if st.console_dropping {
+            if q.num_free() == 0 {
+                st.console_dropped += data.len() as u64;
+                return Ok(data.len());
+            }
+            // The host consumed something: try again.
+            st.console_dropping = false;
+        }
         let buf = match st.tx_pool.take() {
             Some(mut buf) if buf.capacity() >= data.len() => {
                 buf.refill_from_slice(data);
@@ -825,11 +937,14 @@ impl Port {
                 Ok(data.len())
             }
             Err(e) if e.error == ENOSPC => {
+                // Keep the buffer for the next try, so retrying allocates nothing.
+                let _ = st.tx_pool.put(e.buf);
                 st.console_full_tries += 1;
                 if st.console_full_tries < CONSOLE_TRIES {
                     return Err(EAGAIN);
                 }
                 st.console_full_tries = 0;
+                st.console_dropping = true;
                 st.console_dropped += data.len() as u64;
                 Ok(data.len())
             }

@@ -80,6 +80,35 @@ impl kmsg_dump::Dumper for EmergWriter {
     }
 }
 
+/// A port's hvc console, behind a lock of its own, so that the receive interrupt polls it
+/// after releasing the device-wide `ports` lock, as the C driver's `in_intr` does: the
+/// interrupt clones the handle under `ports` and polls under the console's lock. Taking the
+/// console out of service ([`ConsoleSlot::remove`]) takes the registration out under that
+/// lock, so it waits for a poll in progress, and an interrupt never drops the registration
+/// (its clone may be the last one, of an empty slot).
+#[derive(Clone)]
+struct ConsoleSlot(Arc<SpinLockIrq<Option<hvc::Registration<Port>>>>);
+
+impl ConsoleSlot {
+    fn new(reg: hvc::Registration<Port>) -> Result<Self> {
+        Ok(Self(Arc::pin_init(
+            new_spinlock_irq!(Some(reg)),
+            GFP_KERNEL,
+        )?))
+    }
+
+    /// Runs `f` on the console, unless it was removed. Any context.
+    fn with<R>(&self, f: impl FnOnce(&hvc::Registration<Port>) -> R) -> Option<R> {
+        self.0.lock().as_ref().map(f)
+    }
+
+    /// Removes the console; the registration is dropped (which sleeps) outside the lock.
+    fn remove(&self) {
+        let reg = self.0.lock().take();
+        drop(reg);
+    }
+}
+
 /// What a live port holds: the port and everything that makes it visible.
 ///
 /// Dropping it removes the hvc console, frees the vtermno, removes the char device, the class
@@ -88,7 +117,7 @@ struct PortEntry {
     port: Arc<Port>,
     /// The hvc console; declared before `vtermno` so the console goes before its number is
     /// freed.
-    console: Option<hvc::Registration<Port>>,
+    console: Option<ConsoleSlot>,
     vtermno: Option<IdaId>,
     debugfs: Option<Pin<KBox<debugfs::File<Arc<Port>>>>>,
     /// Shared so the name can be published without the table lock; only the entry's
@@ -97,13 +126,24 @@ struct PortEntry {
     cdev: Option<Cdev<PortFile>>,
 }
 
+impl Drop for PortEntry {
+    fn drop(&mut self) {
+        // The console goes before its number is freed, whoever else holds the slot.
+        if let Some(console) = self.console.take() {
+            console.remove();
+        }
+    }
+}
+
 /// The driver data of one device.
 ///
 /// # Locking
 ///
-/// - `ports` is an IRQ-safe spinlock: the queue interrupts look ports up in it (and poll the
-///   hvc console under it). Entries are added and taken out under it, but always dropped
-///   outside it, since dropping one sleeps. It nests outside the ports' `state` locks.
+/// - `ports` is an IRQ-safe spinlock: the queue interrupts look ports up in it (the hvc
+///   console is polled after it is released, under the console's own lock, see
+///   [`ConsoleSlot`]). Entries are added and taken out under it, but always dropped outside
+///   it, since dropping one sleeps. It nests outside the ports' `state` locks and the
+///   consoles' locks.
 /// - `incoming` is an IRQ-safe spinlock: the control queue interrupt fills it, the work item
 ///   empties it. It nests outside the control receive queue's lock, so messages enter it in
 ///   the order the host sent them.
@@ -369,19 +409,26 @@ impl PortsDevice {
                 }
             }
             Some((id, rx)) => {
-                let ports = self.ports.lock();
-                let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
-                    return;
-                };
-                if !rx {
-                    entry.port.tx_interrupt();
-                    return;
-                }
-                entry.port.rx_interrupt();
-                if let Some(console) = &entry.console {
-                    if console.poll() != 0 {
-                        console.kick();
+                let console = {
+                    let ports = self.ports.lock();
+                    let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+                        return;
+                    };
+                    if !rx {
+                        entry.port.tx_interrupt();
+                        return;
                     }
+                    entry.port.rx_interrupt();
+                    entry.console.clone()
+                };
+                // `hvc_poll` pushes the input to the tty: not under the device-wide lock, as in
+                // the C driver (see [`ConsoleSlot`]).
+                if let Some(console) = console {
+                    console.with(|c| {
+                        if c.poll() != 0 {
+                            c.kick();
+                        }
+                    });
                 }
             }
         }
@@ -409,7 +456,7 @@ impl PortsDevice {
             .find(|e| e.port.id == 0)
             .and_then(|e| e.console.as_ref())
         {
-            console.resize(rows, cols);
+            console.with(|c| c.resize(rows, cols));
         }
     }
 
@@ -544,8 +591,10 @@ impl PortsDevice {
                     return self.unknown_port(id);
                 };
                 if let Some(console) = &entry.console {
-                    console.set_interrupt_driven(true);
-                    console.resize(rows, cols);
+                    console.with(|c| {
+                        c.set_interrupt_driven(true);
+                        c.resize(rows, cols);
+                    });
                 }
             }
             HostMessage::PortOpen { id, open } => match self.find_port(id) {
@@ -618,8 +667,8 @@ impl PortsDevice {
             port.fill_rx()?;
             if !self.multiport {
                 let (reg, vtermno) = self.attach_console(&port)?;
-                entry.console = Some(reg);
                 entry.vtermno = Some(vtermno);
+                entry.console = Some(ConsoleSlot::new(reg)?);
             }
             // debugfs is best effort, as in the C driver.
             entry.debugfs = KBox::pin_init(
@@ -637,6 +686,7 @@ impl PortsDevice {
             return Err(e);
         }
         self.insert_entry(entry)?;
+        port.set_in_table();
         port.send_control(Event::PortReady, 1);
         Ok(())
     }
@@ -674,12 +724,15 @@ impl PortsDevice {
             }
             entry.port.clone()
         };
-        match self.attach_console(&port) {
-            Ok((reg, vtermno)) => {
+        let console = self
+            .attach_console(&port)
+            .and_then(|(reg, vtermno)| Ok((ConsoleSlot::new(reg)?, vtermno)));
+        match console {
+            Ok((console, vtermno)) => {
                 let mut ports = self.ports.lock();
                 // Only this (serialised) work item removes entries, so it is still there.
                 if let Some(entry) = ports.iter_mut().find(|e| e.port.id == id) {
-                    entry.console = Some(reg);
+                    entry.console = Some(console);
                     entry.vtermno = Some(vtermno);
                     return;
                 }
@@ -744,7 +797,9 @@ impl PortsDevice {
     fn unplug_entry(mut entry: PortEntry) {
         entry.port.unplug();
         // Console first, then its number, then the device nodes.
-        entry.console = None;
+        if let Some(console) = entry.console.take() {
+            console.remove();
+        }
         entry.vtermno = None;
         if let Some(classdev) = &entry.classdev {
             classdev.remove_attribute::<NameAttr>();

@@ -13,7 +13,10 @@ use crate::{
     control::le_message as msg,
     port::{Port, TX_POOL, TX_POOL_BYTES},
 };
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::{
+    cell::RefCell,
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+};
 use kernel::{
     chrdev::poll_mask,
     device_class::Attribute,
@@ -99,6 +102,8 @@ type Reply = (u32, u16, u16);
 struct Host {
     dev: Option<TestDevice>,
     ctx: Arc<FakeCtx>,
+    /// Control messages taken from the driver and not yet returned by [`Host::replies`].
+    backlog: RefCell<KVec<Reply>>,
     _driver: Pin<KBox<virtio::Registration<crate::ConsoleDriver<FakeConsole>>>>,
 }
 
@@ -132,6 +137,7 @@ impl Host {
         Ok(Self {
             dev: Some(dev),
             ctx,
+            backlog: RefCell::new(KVec::new()),
             _driver: driver,
         })
     }
@@ -181,18 +187,47 @@ impl Host {
 
     /// Everything the driver sent on the control queue since the last call.
     fn replies(&self) -> KVec<Reply> {
-        let mut out = KVec::new();
+        self.collect_replies();
+        // Never borrowed elsewhere at the same time (no panic path, which objtool flags).
+        match self.backlog.try_borrow_mut() {
+            Ok(mut b) => core::mem::replace(&mut *b, KVec::new()),
+            Err(_) => KVec::new(),
+        }
+    }
+
+    /// Takes (and gives back) every control message the driver has sent, keeping them for
+    /// [`Host::replies`].
+    fn collect_replies(&self) {
+        let Ok(mut out) = self.backlog.try_borrow_mut() else {
+            return;
+        };
         let mut raw = [0u8; 8];
         while let Ok(t) = self.dev().take(C_OVQ, &mut raw, &[]) {
             let _ = self.dev().complete(C_OVQ, t.head, 0);
             if t.readable >= 8 {
-                let id = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-                let ev = u16::from_le_bytes([raw[4], raw[5]]);
-                let val = u16::from_le_bytes([raw[6], raw[7]]);
-                let _ = out.push((id, ev, val), GFP_KERNEL);
+                let _ = out.push(parse_reply(&raw), GFP_KERNEL);
             }
         }
-        out
+    }
+
+    /// Opens `port` as a file does, the host taking the control messages meanwhile: `open()`
+    /// returns only once the host has taken its PORT_OPEN (kept for [`Host::replies`]).
+    fn open_file(&self, port: &Arc<Port>) -> Result {
+        let done: Arc<SpinLock<Option<Result>>> =
+            Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let (p, d) = (port.clone(), done.clone());
+        spawn(move || {
+            let r = p.open();
+            *d.lock() = Some(r);
+        })?;
+        for _ in 0..20_000 {
+            self.collect_replies();
+            if let Some(r) = done.lock().take() {
+                return r;
+            }
+            fsleep(Delta::from_micros(100));
+        }
+        Err(ETIMEDOUT)
     }
 
     /// The ids of the driver's ports, in table order.
@@ -223,7 +258,7 @@ impl Host {
             .find(|e| e.port.id == id)?
             .console
             .as_ref()
-            .map(|c| c.window_size());
+            .and_then(|c| c.with(|c| c.window_size()));
         size
     }
 
@@ -239,7 +274,7 @@ impl Host {
         self.send(id, EV_PORT_ADD, 1, &[]);
         self.send(id, EV_PORT_OPEN, 1, &[]);
         let port = self.port(id).ok_or(ENODEV)?;
-        port.open()?;
+        self.open_file(&port)?;
         Ok(port)
     }
 
@@ -276,6 +311,14 @@ impl Drop for Host {
         let data = self.ctx.bound.lock().take();
         drop(data);
     }
+}
+
+/// Decodes the id, event and value of a control message the driver sent.
+fn parse_reply(raw: &[u8; 8]) -> Reply {
+    let id = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let ev = u16::from_le_bytes([raw[4], raw[5]]);
+    let val = u16::from_le_bytes([raw[6], raw[7]]);
+    (id, ev, val)
 }
 
 fn name_of(port: &Port) -> Option<KVec<u8>> {
@@ -498,7 +541,7 @@ mod tests {
             assert_eq!(st.stats.bytes_discarded, 10);
         }
         // Opened, it keeps the data and tells the host.
-        port.open()?;
+        h.open_file(&port)?;
         assert_eq!(&h.replies()[..], &[(1, EV_PORT_OPEN, 1)]);
         assert_eq!(port.open(), Err(EBUSY));
         h.to_port(1, b"abc", 3)?;
@@ -635,7 +678,7 @@ mod tests {
         h.send(2, EV_CONSOLE_PORT, 1, &[]);
         let (p1, p2) = (h.port(1).ok_or(ENODEV)?, h.port(2).ok_or(ENODEV)?);
         let vtermno = p2.state.lock().vtermno;
-        p1.open()?;
+        h.open_file(&p1)?;
         // Unread data at freeze time is dropped and counted.
         h.to_port(1, b"unread", 6)?;
         h.replies();
@@ -1008,7 +1051,7 @@ mod tests {
         // Closing the file frees them all.
         port.release();
         assert_eq!(pool(), 0);
-        port.open()?;
+        h.open_file(&port)?;
         // Large buffers are kept up to TX_POOL_BYTES.
         let half = KVec::from_elem(0x5au8, TX_POOL_BYTES / 2, GFP_KERNEL)?;
         let sent = port.state.lock().stats.bytes_sent;
@@ -1200,6 +1243,267 @@ mod tests {
         h.dev().interrupt(5);
         assert_eq!(port.console_put(b"ok"), Ok(2));
         assert_eq!(port.state.lock().console_dropped, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_port_not_yet_in_the_table_refuses_open() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let pd = h.pd().ok_or(ENODEV)?;
+        h.replies();
+        // Port 2 as `add_port` holds it before it joins the table: its char device is live
+        // already, so a file may open it.
+        let (rx, tx) = control::port_queues(2);
+        let queue = |i: u32| pd.vqs.get(i as usize).cloned().ok_or(EINVAL);
+        let early = Port::new(2, pd.link.clone(), queue(rx)?, queue(tx)?)?;
+        assert_eq!(early.open(), Err(ENXIO));
+        assert!(!early.state.lock().guest_connected);
+        assert!(h.replies().is_empty());
+        // Once in the table it opens.
+        h.send(2, EV_PORT_ADD, 1, &[]);
+        let port = h.port(2).ok_or(ENODEV)?;
+        h.open_file(&port)?;
+        assert_eq!(
+            &h.replies()[..],
+            &[(2, EV_PORT_READY, 1), (2, EV_PORT_OPEN, 1)]
+        );
+        port.release();
+        Ok(())
+    }
+
+    #[test]
+    fn open_returns_only_after_the_host_took_port_open() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_PORT_OPEN, 1, &[]);
+        h.replies();
+        let port = h.port(1).ok_or(ENODEV)?;
+        // Set by the host right before it gives PORT_OPEN back.
+        let taken = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
+        // What `open()` returned, and whether the host had taken PORT_OPEN by then.
+        let done: Arc<SpinLock<Option<(Result, bool)>>> =
+            Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let (p, t, d) = (port.clone(), taken.clone(), done.clone());
+        spawn(move || {
+            let r = p.open();
+            let host_had_it = t.load(Ordering::SeqCst);
+            *d.lock() = Some((r, host_had_it));
+        })?;
+        // The host looks at its control queue now and then, as QEMU's main loop would.
+        assert!(eventually(|| h.dev().pending(C_OVQ) > 0));
+        let mut raw = [0u8; 8];
+        let msg = h.dev().take(C_OVQ, &mut raw, &[])?;
+        taken.store(true, Ordering::SeqCst);
+        h.dev().complete(C_OVQ, msg.head, 0)?;
+        assert_eq!(parse_reply(&raw), (1, EV_PORT_OPEN, 1));
+        assert!(eventually(|| done.lock().is_some()));
+        let (r, host_had_it) = done.lock().take().ok_or(ETIMEDOUT)?;
+        assert_eq!(r, Ok(()));
+        // Data written after `open()` returned cannot overtake PORT_OPEN.
+        assert!(host_had_it);
+        port.release();
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_whose_room_another_writer_took_waits_or_arms_the_interrupt() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        let (_, tx) = control::port_queues(1);
+        // Another writer sharing the file fills the ring while this one copies its data (as
+        // from user memory: it may sleep), after it was let through.
+        let fill_ring = |p: &Port| {
+            for _ in 0..QSIZE {
+                if write_reusing(p, b"o") != Ok(1) {
+                    return false;
+                }
+            }
+            true
+        };
+        let mut filled = false;
+        let r = port.write(1, true, |max, _| {
+            filled = fill_ring(&port);
+            Buffer::from_slice(&b"n"[..max], GFP_KERNEL)
+        });
+        assert!(filled);
+        // Non-blocking: EAGAIN, with the transmit interrupt armed, so a poller (an
+        // edge-triggered epoll waiter too) hears when the host makes room.
+        assert_eq!(r, Err(EAGAIN));
+        assert!(port.state.lock().tx_armed());
+        let mut out = KVec::new();
+        let taken = h.take_port_output(1, &mut out);
+        assert_eq!(taken.len(), QSIZE as usize);
+        for t in taken.iter() {
+            h.dev().complete(tx, t.head, 0)?;
+        }
+        assert!(h.dev().interrupt(tx));
+
+        // Blocking: the same race must not fail; the writer waits for room and sends.
+        let done: Arc<SpinLock<Option<Result<usize>>>> =
+            Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+        let filled = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
+        let (p, d, f) = (port.clone(), done.clone(), filled.clone());
+        spawn(move || {
+            let r = p.write(1, false, |max, _| {
+                f.store(fill_ring(&p), Ordering::SeqCst);
+                Buffer::from_slice(&b"b"[..max], GFP_KERNEL)
+            });
+            *d.lock() = Some(r);
+        })?;
+        let asleep = eventually(|| port.state.lock().writers_asleep() == 1);
+        if !asleep {
+            // It returned instead: the case fails below with what it returned.
+            assert!(eventually(|| done.lock().is_some()));
+            assert_eq!(done.lock().take(), Some(Ok(1)));
+        }
+        assert!(asleep);
+        assert!(filled.load(Ordering::SeqCst));
+        out.clear();
+        let taken = h.take_port_output(1, &mut out);
+        assert_eq!(taken.len(), QSIZE as usize);
+        for t in taken.iter() {
+            h.dev().complete(tx, t.head, 0)?;
+        }
+        h.dev().interrupt(tx);
+        let woken = eventually(|| done.lock().is_some());
+        if !woken {
+            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
+            port.unplug();
+            let _ = eventually(|| done.lock().is_some());
+        }
+        assert!(woken);
+        assert_eq!(done.lock().take(), Some(Ok(1)));
+        out.clear();
+        let taken = h.take_port_output(1, &mut out);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(&out[..], b"b");
+        port.release();
+        Ok(())
+    }
+
+    #[test]
+    fn two_blocking_writers_sharing_a_port_lose_nothing_to_a_slow_host() -> Result {
+        /// Records each writer sends: its letter and a 16-bit sequence number.
+        const WRITES: u16 = 150;
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        let (_, tx) = control::port_queues(1);
+        // How each writer ended: the first error, or Ok after all its writes.
+        let ends: Arc<SpinLock<[Option<Result>; 2]>> =
+            Arc::pin_init(kernel::new_spinlock!([None, None]), GFP_KERNEL)?;
+        for w in 0..2u8 {
+            let (p, e) = (port.clone(), ends.clone());
+            spawn(move || {
+                let mut end = Ok(());
+                for i in 0..WRITES {
+                    let [lo, hi] = i.to_le_bytes();
+                    let rec = [b'a' + w, lo, hi];
+                    let r = p.write(rec.len(), false, |max, _| {
+                        // Copying from user memory may sleep (a page fault): the other
+                        // writer runs meanwhile.
+                        fsleep(Delta::from_micros(200));
+                        Buffer::from_slice(&rec[..max], GFP_KERNEL)
+                    });
+                    match r {
+                        Ok(3) => {}
+                        Ok(_) => end = Err(EIO),
+                        Err(err) => end = Err(err),
+                    }
+                    if end.is_err() {
+                        break;
+                    }
+                }
+                e.lock()[w as usize] = Some(end);
+            })?;
+        }
+        // A slow host: it waits until the writers have filled the ring and are all asleep,
+        // then takes one record and interrupts, so every writer wakes for one free slot.
+        let running = || ends.lock().iter().filter(|e| e.is_none()).count() as u32;
+        let mut next = [0u16; 2];
+        while eventually(|| {
+            let r = running();
+            r == 0 || (h.dev().pending(tx) == QSIZE && port.state.lock().writers_asleep() == r)
+        }) {
+            let mut rec = [0u8; 4];
+            let Ok(t) = h.dev().take(tx, &mut rec, &[]) else {
+                // Nothing left, and both writers are done.
+                break;
+            };
+            assert_eq!(t.readable, 3);
+            let w = rec[0].wrapping_sub(b'a') as usize;
+            assert!(w < 2);
+            // Each writer's records arrive whole and in its order.
+            assert_eq!(u16::from_le_bytes([rec[1], rec[2]]), next[w]);
+            next[w] += 1;
+            h.dev().complete(tx, t.head, 0)?;
+            h.dev().interrupt(tx);
+        }
+        let all_ended = ends.lock().iter().all(|e| e.is_some());
+        if !all_ended {
+            // A writer never finished: unplugging wakes it with ENODEV.
+            port.unplug();
+            let _ = eventually(|| ends.lock().iter().all(|e| e.is_some()));
+        }
+        assert!(all_ended);
+        let got = ends.lock().clone();
+        assert_eq!(got, [Some(Ok(())), Some(Ok(()))]);
+        assert_eq!(next, [WRITES, WRITES]);
+        assert_eq!(
+            port.state.lock().stats.bytes_sent,
+            2 * 3 * u64::from(WRITES)
+        );
+        port.release();
+        Ok(())
+    }
+
+    #[test]
+    fn a_console_burst_to_a_stalled_host_is_dropped_in_bounded_work() -> Result {
+        const BURST: usize = 64 * 1024;
+        /// The chunk hvc hands to `put_chars` (`N_OUTBUF`).
+        const CHUNK: usize = 16;
+        let h = Host::new(F_MULTIPORT, 2)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_CONSOLE_PORT, 1, &[]);
+        let port = h.port(1).ok_or(ENODEV)?;
+        let (_, tx) = control::port_queues(1);
+        for _ in 0..QSIZE {
+            assert_eq!(port.console_put(b"x"), Ok(1));
+        }
+        // The host stopped consuming. A printk burst, retried on EAGAIN as
+        // `hvc_console_print` does: the first chunk is retried CONSOLE_TRIES times and
+        // dropped, every later one is dropped at its first call.
+        let calls_needed = crate::port::CONSOLE_TRIES as usize + BURST / CHUNK - 1;
+        let chunk = [b'k'; CHUNK];
+        let (mut calls, mut left) = (0, BURST);
+        let mut pool_max = 0;
+        while left > 0 && calls < 2 * calls_needed {
+            calls += 1;
+            match port.console_put(&chunk[..CHUNK.min(left)]) {
+                Ok(n) => left -= n,
+                Err(e) if e == EAGAIN => {}
+                Err(e) => return Err(e),
+            }
+            pool_max = pool_max.max(port.state.lock().tx_pool_len());
+        }
+        assert_eq!(left, 0);
+        assert_eq!(calls, calls_needed);
+        // The buffer the full ring refused was kept and reused by every retry: one
+        // allocation for the whole burst.
+        assert_eq!(pool_max, 1);
+        assert_eq!(port.state.lock().console_dropped, BURST as u64);
+        assert_eq!(port.state.lock().stats.bytes_sent, u64::from(QSIZE));
+        // The host consumes again: output flows at once.
+        let mut out = KVec::new();
+        let taken = h.take_port_output(1, &mut out);
+        assert_eq!(taken.len(), QSIZE as usize);
+        for t in taken.iter() {
+            h.dev().complete(tx, t.head, 0)?;
+        }
+        assert_eq!(port.console_put(b"ok"), Ok(2));
+        out.clear();
+        assert_eq!(h.take_port_output(1, &mut out).len(), 1);
+        assert_eq!(&out[..], b"ok");
+        assert_eq!(port.state.lock().console_dropped, BURST as u64);
         Ok(())
     }
 }

@@ -106,7 +106,7 @@ mod tests {
                     assert_eq!(port.is_some(), model.port(id).is_some());
                     if let Some(port) = port {
                         let want = model.open(id);
-                        assert_eq!(port.open(), want);
+                        assert_eq!(h.open_file(&port), want);
                         if want.is_ok() {
                             files[id as usize] = Some(port);
                         }
