@@ -1528,6 +1528,28 @@ mod tests {
         port.release();
         Ok(())
     }
+
+    #[test]
+    fn a_zero_length_read_takes_nothing_and_fails_once_the_port_is_gone() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        h.to_port(1, b"kept", 4)?;
+        let mut copies = 0;
+        assert_eq!(
+            port.read(true, 0, |_| {
+                copies += 1;
+                0
+            }),
+            Ok(0)
+        );
+        assert_eq!(copies, 0);
+        assert_ne!(port.poll_mask() & poll_mask::IN, 0);
+        // After an unplug it fails with ENODEV, as in the C driver.
+        h.send(1, EV_PORT_REMOVE, 0, &[]);
+        assert_eq!(port.read(true, 0, |_| 0), Err(ENODEV));
+        port.release();
+        Ok(())
+    }
 }
 
 /// The random run, checked against a model of the protocol.
