@@ -32,9 +32,6 @@ impl FileOperations for PortFile {
     }
 
     fn read(port: ArcBorrow<'_, Port>, file: &File, dest: &mut IovIterDest<'_>) -> Result<usize> {
-        if dest.is_empty() {
-            return Ok(0);
-        }
         let nonblock = file.flags() & O_NONBLOCK != 0;
         let want = dest.len();
         port.read(nonblock, want, |data| dest.copy_to_iter(data))

@@ -552,6 +552,14 @@ impl Port {
         mut copy: impl FnMut(&[u8]) -> usize,
     ) -> Result<usize> {
         let mut st = self.state.lock();
+        if want == 0 {
+            // As the C driver, `ENODEV` once the port is gone or closed. Otherwise 0 at once:
+            // the C driver treats it as any read (`EAGAIN`, or a wait, while no data came).
+            if st.unplugged || !st.guest_connected {
+                return Err(ENODEV);
+            }
+            return Ok(0);
+        }
         match self.wait_readable(&mut st, nonblock)? {
             ReadReady::Eof => return Ok(0),
             ReadReady::Data => {}

@@ -412,6 +412,8 @@ impl PortsDevice {
                 let console = {
                     let ports = self.ports.lock();
                     let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+                        drop(ports);
+                        self.flush_used(index);
                         return;
                     };
                     if !rx {
@@ -431,6 +433,16 @@ impl PortsDevice {
                     });
                 }
             }
+        }
+    }
+
+    /// Frees the used buffers of queue `index`, whose port is not in the table (gone, or not
+    /// in it yet), as the C driver's `flush_bufs`: left on the ring, they would be delivered
+    /// to the next port with that id. Any context.
+    fn flush_used(&self, index: u32) {
+        if let Some(vq) = self.vqs.get(index as usize) {
+            let mut q = vq.lock();
+            while q.get_buf().is_some() {}
         }
     }
 

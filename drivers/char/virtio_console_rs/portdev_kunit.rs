@@ -1506,6 +1506,51 @@ mod tests {
         assert_eq!(port.state.lock().console_dropped, BURST as u64);
         Ok(())
     }
+
+    #[test]
+    fn data_for_a_removed_port_is_not_delivered_to_the_next_port_with_its_id() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        h.send(1, EV_PORT_ADD, 1, &[]);
+        h.send(1, EV_PORT_REMOVE, 0, &[]);
+        // The host fills a receive buffer the removed port left on its queue.
+        h.to_port(1, b"stale", 5)?;
+        // A new port 1 must not see it.
+        let port = h.open_port(1)?;
+        assert_eq!(port.poll_mask() & poll_mask::IN, 0);
+        assert_eq!(port.state.lock().stats.bytes_received, 0);
+        h.to_port(1, b"fresh", 5)?;
+        let mut got = [0u8; 16];
+        let n = port.read(true, got.len(), |d| {
+            let k = d.len().min(got.len());
+            got[..k].copy_from_slice(&d[..k]);
+            k
+        })?;
+        assert_eq!(&got[..n], b"fresh");
+        port.release();
+        Ok(())
+    }
+
+    #[test]
+    fn a_zero_length_read_takes_nothing_and_fails_once_the_port_is_gone() -> Result {
+        let h = Host::new(F_MULTIPORT, 3)?;
+        let port = h.open_port(1)?;
+        h.to_port(1, b"kept", 4)?;
+        let mut copies = 0;
+        assert_eq!(
+            port.read(true, 0, |_| {
+                copies += 1;
+                0
+            }),
+            Ok(0)
+        );
+        assert_eq!(copies, 0);
+        assert_ne!(port.poll_mask() & poll_mask::IN, 0);
+        // After an unplug it fails with ENODEV, as in the C driver.
+        h.send(1, EV_PORT_REMOVE, 0, &[]);
+        assert_eq!(port.read(true, 0, |_| 0), Err(ENODEV));
+        port.release();
+        Ok(())
+    }
 }
 
 /// The random run, checked against a model of the protocol.

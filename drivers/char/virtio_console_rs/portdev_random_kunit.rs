@@ -189,7 +189,7 @@ mod tests {
                 } else {
                     match model.data(id, &data)? {
                         DataFate::NoBuffer => assert_eq!(r.err(), Some(EAGAIN)),
-                        DataFate::Held | DataFate::Dropped | DataFate::Queued => {
+                        DataFate::Freed | DataFate::Dropped | DataFate::Queued => {
                             assert!(r.is_ok())
                         }
                     }

@@ -16,8 +16,8 @@
 //! Receive buffers follow the C driver: a port's receive queue is filled when the port is
 //! first added and keeps its buffers when the port is removed ("Buffers are removed only by
 //! virtcons_remove(), not by unplug_port()"). Data a host writes into them while the port is
-//! gone stays in the queue: the next port with that id drops it with its first data while no
-//! file has it open, or hands it to a file that opens it first.
+//! gone is freed with its buffer by the receive interrupt (`in_intr` -> `flush_bufs`), so the
+//! next port with that id never sees it; that port fills the queue again when it is added.
 
 use kernel::prelude::*;
 
@@ -58,8 +58,9 @@ pub(crate) struct ModelPort {
 pub(crate) enum DataFate {
     /// The port's receive queue has no buffer: the host cannot send.
     NoBuffer,
-    /// No such port: the buffer waits in the queue for the next port with this id.
-    Held,
+    /// No such port: the interrupt frees the buffer (as the C driver's `flush_bufs`), so the
+    /// next port with this id never sees the data.
+    Freed,
     /// The port has no reader: the guest drops it.
     Dropped,
     /// Kept for the open file.
@@ -71,9 +72,9 @@ pub(crate) enum DataFate {
 struct RxQueue {
     /// A port with this id was added once: the queue has buffers.
     filled: bool,
-    /// Buffers the host used while no port had the id, and their bytes.
-    held_buffers: u32,
-    held: KVec<u8>,
+    /// Buffers the host used while no port had the id: freed, the queue is short of them
+    /// until a port with this id is added and fills it again.
+    freed: u32,
 }
 
 /// The whole device: its ports and the replies the guest owes the host.
@@ -188,6 +189,7 @@ impl Model {
             ) {
                 *slot = Some(ModelPort::default());
                 rx.filled = true;
+                rx.freed = 0;
                 return self.reply(id, PORT_READY, 1);
             }
             // An id the run never sends.
@@ -208,8 +210,6 @@ impl Model {
                     if gone.file_open {
                         self.dead_files.push(id, GFP_KERNEL)?;
                     }
-                    // The port drops the data it holds on its way out.
-                    self.drop_held(id);
                 }
             }
             CONSOLE_PORT => {
@@ -247,13 +247,6 @@ impl Model {
         Ok(())
     }
 
-    fn drop_held(&mut self, id: u32) {
-        if let Some(rx) = self.rx.get_mut(id as usize) {
-            rx.held.clear();
-            rx.held_buffers = 0;
-        }
-    }
-
     /// A guest file opens port `id`: the result it must get.
     pub(crate) fn open(&mut self, id: u32) -> Result {
         let port = self.port(id).ok_or(ENODEV)?;
@@ -264,17 +257,8 @@ impl Model {
         if port.file_open {
             return Err(EBUSY);
         }
-        let held = match self.rx.get_mut(id as usize) {
-            Some(rx) => {
-                rx.held_buffers = 0;
-                core::mem::take(&mut rx.held)
-            }
-            None => KVec::new(),
-        };
         let port = self.port_mut(id).ok_or(ENODEV)?;
         port.file_open = true;
-        // Data held in the queue is the file's first.
-        port.unread = held;
         self.reply(id, PORT_OPEN, 1)
     }
 
@@ -292,19 +276,17 @@ impl Model {
         let exists = self.port(id).is_some();
         let rx = self.rx.get_mut(id as usize).ok_or(EINVAL)?;
         if !exists {
-            if !rx.filled || rx.held_buffers == queue_size {
+            if !rx.filled || rx.freed == queue_size {
                 return Ok(DataFate::NoBuffer);
             }
-            rx.held_buffers += 1;
-            rx.held.extend_from_slice(data, GFP_KERNEL)?;
-            return Ok(DataFate::Held);
+            rx.freed += 1;
+            return Ok(DataFate::Freed);
         }
         let Some(port) = self.port_mut(id) else {
             return Err(EINVAL);
         };
         if !port.file_open {
-            // The interrupt drops this and whatever the queue held.
-            self.drop_held(id);
+            // The interrupt drops it.
             return Ok(DataFate::Dropped);
         }
         port.unread.extend_from_slice(data, GFP_KERNEL)?;
@@ -410,20 +392,17 @@ mod tests {
         assert_eq!(m.read_all(2).map(|(_, e)| e), Some(Err(EAGAIN)));
         m.control(&msg(2, PORT_REMOVE, 0, &[]))?;
         assert_eq!(&m.take_dead_files()[..], &[2]);
-        // The removed port's buffers stay: what the host writes into them goes to the next
-        // port 2 if a file opens it first, and is dropped with that port's first data if not.
-        assert_eq!(m.data(2, b"old")?, DataFate::Held);
+        // What the host writes into the removed port's buffers is freed by the interrupt: the
+        // next port 2 never sees it.
+        assert_eq!(m.data(2, b"old")?, DataFate::Freed);
         m.control(&msg(2, PORT_ADD, 1, &[]))?;
         m.open(2)?;
         assert_eq!(m.data(2, b"new")?, DataFate::Queued);
-        assert_eq!(
-            m.read_all(2).map(|(d, _)| d).as_deref(),
-            Some(&b"oldnew"[..])
-        );
+        assert_eq!(m.read_all(2).map(|(d, _)| d).as_deref(), Some(&b"new"[..]));
         m.close(2)?;
         assert_eq!(m.data(2, b"x")?, DataFate::Dropped);
         m.control(&msg(2, PORT_REMOVE, 0, &[]))?;
-        assert_eq!(m.data(2, b"gone")?, DataFate::Held);
+        assert_eq!(m.data(2, b"gone")?, DataFate::Freed);
         m.control(&msg(2, PORT_ADD, 1, &[]))?;
         assert_eq!(m.data(2, b"y")?, DataFate::Dropped);
         m.open(2)?;
