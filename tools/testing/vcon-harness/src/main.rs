@@ -15,8 +15,8 @@ mod initramfs;
 mod ktap;
 mod profile;
 mod scenarios;
-mod selftest;
 mod scenarios_teardown;
+mod selftest;
 mod vm;
 
 use scenarios::{Driver, Scenario};

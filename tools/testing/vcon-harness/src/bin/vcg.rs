@@ -316,11 +316,11 @@ fn main() {
             }
             Err(e) => println!("@@ {tag} open-err {}", errno_name(e)),
         },
-        // sigio TAG PATH: ask for SIGIO on the file (O_ASYNC), report when one arrives (or
-        // after 60 s without), then close the file with O_ASYNC still set.
-        "sigio" => match sys_open(&arg(3), libc_consts::O_RDWR) {
+        // sigio-once TAG PATH: ask for SIGIO on the file (O_ASYNC), report when one arrives
+        // (or after 60 s without), then close the file with O_ASYNC still set.
+        "sigio-once" => match sys_open(&arg(3), libc_consts::O_RDWR) {
             Ok(fd) => {
-                println!("@@ {tag} {}", sigio::wait_one(fd));
+                println!("@@ {tag} {}", async_io::wait_one(fd));
                 // SAFETY: fd is ours.
                 unsafe { close(fd) };
                 println!("@@ {tag}-closed");
@@ -594,64 +594,4 @@ fn main() {
         }
     }
     let _ = std::io::stdout().flush();
-}
-
-/// `O_ASYNC` signal delivery (`fcntl(F_SETOWN)`, `F_SETFL`), waited for synchronously.
-mod sigio {
-    use std::io::Write;
-
-    const F_SETOWN: i32 = 8;
-    const F_GETFL: i32 = 3;
-    const F_SETFL: i32 = 4;
-    const O_ASYNC: i32 = 0o20000;
-    const SIGIO: i32 = 29;
-    const SIG_BLOCK: i32 = 0;
-
-    /// glibc's `sigset_t`.
-    #[repr(C)]
-    struct SigSet([u64; 16]);
-
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-
-    extern "C" {
-        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
-        fn getpid() -> i32;
-        fn sigemptyset(set: *mut SigSet) -> i32;
-        fn sigaddset(set: *mut SigSet, sig: i32) -> i32;
-        fn sigprocmask(how: i32, set: *const SigSet, old: *mut SigSet) -> i32;
-        fn sigtimedwait(set: *const SigSet, info: *mut [u64; 16], t: *const Timespec) -> i32;
-    }
-
-    /// Arms `fd` for SIGIO, prints `@@ sigio-armed`, waits for one; returns what happened:
-    /// `got`, `timeout` or `setup-err`.
-    pub fn wait_one(fd: i32) -> &'static str {
-        let mut set = SigSet([0; 16]);
-        let mut info = [0u64; 16];
-        let t = Timespec { sec: 60, nsec: 0 };
-        // SAFETY: plain libc calls on our own descriptor and local buffers.
-        unsafe {
-            sigemptyset(&mut set);
-            sigaddset(&mut set, SIGIO);
-            if sigprocmask(SIG_BLOCK, &set, std::ptr::null_mut()) != 0
-                || fcntl(fd, F_SETOWN, getpid()) != 0
-            {
-                return "setup-err";
-            }
-            let fl = fcntl(fd, F_GETFL);
-            if fl < 0 || fcntl(fd, F_SETFL, fl | O_ASYNC) != 0 {
-                return "setup-err";
-            }
-            println!("@@ sigio-armed");
-            let _ = std::io::stdout().flush();
-            if sigtimedwait(&set, &mut info, &t) == SIGIO {
-                "got"
-            } else {
-                "timeout"
-            }
-        }
-    }
 }

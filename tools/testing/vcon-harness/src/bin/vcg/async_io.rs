@@ -536,3 +536,23 @@ pub(super) fn splice_empty(tag: &str, path: &str) {
         }
     }
 }
+
+/// `sigio-once`: asks for `SIGIO` on `fd` (`F_SETOWN` to us, `O_ASYNC`), prints
+/// `@@ sigio-armed`, and waits 60 s at most for one; returns `got`, `timeout` or `setup-err`.
+pub(super) fn wait_one(fd: i32) -> &'static str {
+    let set = sigset(&[SIGIO]);
+    // SAFETY: a valid set; SIGIO stays pending for sigtimedwait instead of killing us.
+    if unsafe { sigprocmask(SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
+        return "setup-err";
+    }
+    // SAFETY: no arguments.
+    if fcntl_int(fd, F_SETOWN, unsafe { getpid() }).is_err() || set_async(fd, true).is_err() {
+        return "setup-err";
+    }
+    println!("@@ sigio-armed");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    match wait_signal(&[SIGIO], WAIT_MS) {
+        Some(_) => "got",
+        None => "timeout",
+    }
+}
