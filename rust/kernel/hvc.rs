@@ -22,8 +22,9 @@
 //! # Lock order
 //!
 //! `hp->lock` (held by the hvc core around `put_chars`/`get_chars`) nests outside whatever the
-//! backend takes; the table lock is a leaf, never held while a backend runs. Backends must not
-//! call into hvc from [`Operations`] methods.
+//! backend takes; the table lock is a leaf, never held while a backend runs. An [`Operations`]
+//! method that calls into hvc (polls, resizes or drops a [`Registration`]) deadlocks: the core
+//! holds `hp->lock`, and a dropped registration waits for the callback it is called from.
 
 use crate::{
     bindings,

@@ -9,12 +9,55 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
-    hvc,
+    hvc, impl_has_work, new_work,
     prelude::*,
-    sync::{Arc, Completion},
+    sync::{Arc, Completion, SpinLock},
     time::{delay::fsleep, Delta},
-    workqueue,
+    workqueue::{Work, WorkItem},
+    workqueue_sync::system_percpu,
 };
+
+/// A closure run once on the system work queue (its own lock class: `Queue::try_spawn`'s is
+/// shared with the kernel crate's instantiation, which lockdep reports).
+#[pin_data]
+struct Job<F: Task> {
+    #[pin]
+    work: Work<Job<F>>,
+    #[pin]
+    f: SpinLock<Option<F>>,
+}
+
+/// What [`spawn`] runs.
+trait Task: FnOnce() + Send + Unpin + 'static {}
+
+impl<F: FnOnce() + Send + Unpin + 'static> Task for F {}
+
+impl_has_work! {
+    impl{F: Task} HasWork<Self> for Job<F> { self.work }
+}
+
+impl<F: Task> WorkItem for Job<F> {
+    type Pointer = Arc<Job<F>>;
+
+    fn run(this: Arc<Self>) {
+        let f = this.f.lock().take();
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+/// Runs `f` on the system work queue.
+fn spawn<F: Task>(f: F) -> Result {
+    let job = Arc::pin_init(
+        pin_init!(Job {
+            work <- new_work!("virtio_console_rs::hvc_kunit::Job::work"),
+            f <- kernel::new_spinlock!(Some(f)),
+        }),
+        GFP_KERNEL,
+    )?;
+    system_percpu().enqueue(job).map_err(|_| EBUSY)
+}
 
 /// A vtermno no real terminal uses.
 const VTERMNO: u32 = 0x7ff0_0001;
@@ -82,13 +125,13 @@ mod tests {
         // The case keeps its own reference, so even a wrong drop frees nothing under the call.
         let reg = hvc::Registration::new(VTERMNO, backend.clone(), 16, false)?;
         let caller = backend.clone();
-        workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+        spawn(move || {
             let _ = hvc::testing::put_chars(VTERMNO, b"held");
             caller.returned.complete_all();
         })?;
         backend.entered.wait_for_completion();
         let dropper = backend.clone();
-        workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+        spawn(move || {
             drop(reg);
             let running = dropper.running.load(Ordering::Acquire);
             dropper
