@@ -107,6 +107,34 @@ impl hvc::Operations for HeldBackend {
 mod tests {
     use super::*;
 
+    /// Arguments the hvc core cannot take are refused before it sees them: an empty or
+    /// oversized output buffer, and the vtermno the core uses to mark a free console slot.
+    #[test]
+    fn refuses_what_the_core_cannot_take() -> Result {
+        let backend = Arc::pin_init(
+            pin_init!(HeldBackend {
+                armed: AtomicBool::new(false),
+                running: AtomicBool::new(false),
+                entered <- Completion::new(),
+                release <- Completion::new(),
+                dropped <- Completion::new(),
+                returned <- Completion::new(),
+                dropped_while_running: AtomicBool::new(false),
+            }),
+            GFP_KERNEL,
+        )?;
+        let empty = hvc::Registration::new(VTERMNO, backend.clone(), 0, false).err();
+        let huge = hvc::Registration::new(VTERMNO, backend.clone(), 1 << 31, false).err();
+        let free_mark = hvc::Registration::new(u32::MAX, backend.clone(), 16, false).err();
+        assert_eq!(empty, Some(EINVAL));
+        assert_eq!(huge, Some(EINVAL));
+        assert_eq!(free_mark, Some(EINVAL));
+        // Nothing of the refused calls is left: the vtermno is free.
+        let reg = hvc::Registration::new(VTERMNO, backend, 16, false);
+        assert!(reg.is_ok());
+        Ok(())
+    }
+
     /// `Registration::drop` returns only after a callback running its backend has returned.
     #[test]
     fn drop_waits_for_a_running_callback() -> Result {
