@@ -22,8 +22,9 @@
 //! # Lock order
 //!
 //! `hp->lock` (held by the hvc core around `put_chars`/`get_chars`) nests outside whatever the
-//! backend takes; the table lock is a leaf, never held while a backend runs. Backends must not
-//! call into hvc from [`Operations`] methods.
+//! backend takes; the table lock is a leaf, never held while a backend runs. An [`Operations`]
+//! method that calls into hvc (polls, resizes or drops a [`Registration`]) deadlocks: the core
+//! holds `hp->lock`, and a dropped registration waits for the callback it is called from.
 
 use crate::{
     bindings,
@@ -132,13 +133,22 @@ impl<T: Operations> Registration<T> {
     /// Allocates terminal `vtermno` with an output buffer of `outbuf_size` bytes.
     ///
     /// With `resize_enabled`, [`Registration::resize`] and opening the tty push the window size
-    /// to the tty layer. Fails with `EBUSY` if `vtermno` is taken.
+    /// to the tty layer. Fails with `EBUSY` if `vtermno` is taken, and with `EINVAL` for
+    /// vtermno `u32::MAX` (the hvc core's mark of a free console slot) or an output buffer of 0
+    /// or more than `i32::MAX` bytes (the core's `int`).
     pub fn new(
         vtermno: u32,
         ops: Arc<T>,
         outbuf_size: usize,
         resize_enabled: bool,
     ) -> Result<Self> {
+        let outbuf_size = c_int::try_from(outbuf_size)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or(EINVAL)?;
+        if vtermno == u32::MAX {
+            return Err(EINVAL);
+        }
         let table = table()?;
         let dyn_ops: &dyn Operations = &*ops;
         let mut entry = Entry {
@@ -181,7 +191,7 @@ impl<T: Operations> Registration<T> {
         drop(spare);
         // SAFETY: `HV_OPS` is static; the table entry for `vtermno` exists, so callbacks find
         // `ops`, which `Arc` keeps at a stable address.
-        let hp = unsafe { bindings::hvc_alloc(vtermno, 0, &HV_OPS, outbuf_size as c_int) };
+        let hp = unsafe { bindings::hvc_alloc(vtermno, 0, &HV_OPS, outbuf_size) };
         match from_err_ptr(hp).map(NonNull::new) {
             Ok(Some(hp)) => Ok(Self { hp, vtermno, ops }),
             Ok(None) | Err(_) => {

@@ -9,12 +9,55 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
-    hvc,
+    hvc, impl_has_work, new_work,
     prelude::*,
-    sync::{Arc, Completion},
+    sync::{Arc, Completion, SpinLock},
     time::{delay::fsleep, Delta},
-    workqueue,
+    workqueue::{Work, WorkItem},
+    workqueue_sync::system_percpu,
 };
+
+/// A closure run once on the system work queue (its own lock class: `Queue::try_spawn`'s is
+/// shared with the kernel crate's instantiation, which lockdep reports).
+#[pin_data]
+struct Job<F: Task> {
+    #[pin]
+    work: Work<Job<F>>,
+    #[pin]
+    f: SpinLock<Option<F>>,
+}
+
+/// What [`spawn`] runs.
+trait Task: FnOnce() + Send + Unpin + 'static {}
+
+impl<F: FnOnce() + Send + Unpin + 'static> Task for F {}
+
+impl_has_work! {
+    impl{F: Task} HasWork<Self> for Job<F> { self.work }
+}
+
+impl<F: Task> WorkItem for Job<F> {
+    type Pointer = Arc<Job<F>>;
+
+    fn run(this: Arc<Self>) {
+        let f = this.f.lock().take();
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+/// Runs `f` on the system work queue.
+fn spawn<F: Task>(f: F) -> Result {
+    let job = Arc::pin_init(
+        pin_init!(Job {
+            work <- new_work!("virtio_console_rs::hvc_kunit::Job::work"),
+            f <- kernel::new_spinlock!(Some(f)),
+        }),
+        GFP_KERNEL,
+    )?;
+    system_percpu().enqueue(job).map_err(|_| EBUSY)
+}
 
 /// A vtermno no real terminal uses.
 const VTERMNO: u32 = 0x7ff0_0001;
@@ -64,6 +107,34 @@ impl hvc::Operations for HeldBackend {
 mod tests {
     use super::*;
 
+    /// Arguments the hvc core cannot take are refused before it sees them: an empty or
+    /// oversized output buffer, and the vtermno the core uses to mark a free console slot.
+    #[test]
+    fn refuses_what_the_core_cannot_take() -> Result {
+        let backend = Arc::pin_init(
+            pin_init!(HeldBackend {
+                armed: AtomicBool::new(false),
+                running: AtomicBool::new(false),
+                entered <- Completion::new(),
+                release <- Completion::new(),
+                dropped <- Completion::new(),
+                returned <- Completion::new(),
+                dropped_while_running: AtomicBool::new(false),
+            }),
+            GFP_KERNEL,
+        )?;
+        let empty = hvc::Registration::new(VTERMNO, backend.clone(), 0, false).err();
+        let huge = hvc::Registration::new(VTERMNO, backend.clone(), 1 << 31, false).err();
+        let free_mark = hvc::Registration::new(u32::MAX, backend.clone(), 16, false).err();
+        assert_eq!(empty, Some(EINVAL));
+        assert_eq!(huge, Some(EINVAL));
+        assert_eq!(free_mark, Some(EINVAL));
+        // Nothing of the refused calls is left: the vtermno is free.
+        let reg = hvc::Registration::new(VTERMNO, backend, 16, false);
+        assert!(reg.is_ok());
+        Ok(())
+    }
+
     /// `Registration::drop` returns only after a callback running its backend has returned.
     #[test]
     fn drop_waits_for_a_running_callback() -> Result {
@@ -82,13 +153,13 @@ mod tests {
         // The case keeps its own reference, so even a wrong drop frees nothing under the call.
         let reg = hvc::Registration::new(VTERMNO, backend.clone(), 16, false)?;
         let caller = backend.clone();
-        workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+        spawn(move || {
             let _ = hvc::testing::put_chars(VTERMNO, b"held");
             caller.returned.complete_all();
         })?;
         backend.entered.wait_for_completion();
         let dropper = backend.clone();
-        workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+        spawn(move || {
             drop(reg);
             let running = dropper.running.load(Ordering::Acquire);
             dropper
