@@ -799,6 +799,22 @@ int virtio_test_device_restore(struct virtio_test_device *tdev)
 EXPORT_SYMBOL_GPL(virtio_test_device_restore);
 
 /**
+ * virtio_test_device_reset_prepare() - start a transport reset of the device
+ * @tdev: the device
+ *
+ * Calls virtio_device_reset_prepare() as virtio-pci does before a PCI function
+ * reset: with the PCI device's lock held, not the virtio device's, so it can
+ * run while the driver is being unbound.
+ *
+ * Return: the driver's answer, or -EOPNOTSUPP without reset_prepare.
+ */
+int virtio_test_device_reset_prepare(struct virtio_test_device *tdev)
+{
+	return virtio_device_reset_prepare(&tdev->vdev);
+}
+EXPORT_SYMBOL_GPL(virtio_test_device_reset_prepare);
+
+/**
  * virtio_test_irqs_disabled() - whether local interrupts are off on this CPU
  *
  * For tests that check the context a driver callback runs in.

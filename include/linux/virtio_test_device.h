@@ -71,6 +71,7 @@ int virtio_test_device_break_queue(struct virtio_test_device *tdev,
 				   unsigned int q);
 int virtio_test_device_freeze(struct virtio_test_device *tdev);
 int virtio_test_device_restore(struct virtio_test_device *tdev);
+int virtio_test_device_reset_prepare(struct virtio_test_device *tdev);
 bool virtio_test_irqs_disabled(void);
 bool virtio_test_device_set_is_atomic(struct virtio_device *vdev);
 

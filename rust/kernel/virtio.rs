@@ -51,7 +51,7 @@ use crate::{
     str::CStr,
     sync::aref::{ARef, AlwaysRefCounted},
     sync::atomic::{Acquire, Atomic, Relaxed, Release},
-    sync::{new_mutex, new_spinlock_irq, rcu, Arc, Mutex, SpinLockIrq},
+    sync::{new_condvar, new_mutex, new_spinlock_irq, rcu, Arc, CondVar, Mutex, SpinLockIrq},
     types::Opaque,
     ThisModule,
 };
@@ -754,8 +754,7 @@ struct BoundState<T: Driver> {
     /// process context (probe, when it publishes `data`).
     #[pin]
     pending: SpinLockIrq<Pending>,
-    /// Serialises probe, remove, freeze, restore, reset-prepare and reset-done of the device;
-    /// `true` once the device is removed (or its probe failed).
+    /// Serialises probe, remove, freeze, restore, reset-prepare and reset-done of the device.
     ///
     /// The driver core holds the virtio device's lock for probe and remove only. virtio-pci
     /// calls freeze/restore and `reset_prepare`/`reset_done` (a PCI function reset, which user
@@ -763,7 +762,20 @@ struct BoundState<T: Driver> {
     /// held, not the virtio device's; without this lock an unbind of the virtio device through
     /// sysfs could free the state under a reset-prepare.
     #[pin]
-    pm: Mutex<bool>,
+    pm: Mutex<PmState>,
+    /// Signalled when `PmState::restoring` turns `false`.
+    #[pin]
+    pm_done: CondVar,
+}
+
+/// What [`BoundState::pm`] guards.
+#[derive(Default)]
+struct PmState {
+    /// The device was removed, or its probe failed: PM callbacks do nothing.
+    removed: bool,
+    /// A failed freeze is bringing the device back through the core's `reset_done`, which
+    /// calls `restore_callback` (so without `pm` held): remove waits until it is over.
+    restoring: bool,
 }
 
 impl<T: Driver> BoundState<T> {
@@ -831,7 +843,7 @@ impl<T: Driver> BoundState<T> {
     /// A new reference to the published driver data, if any.
     ///
     /// Called with `pm` held, which serialises it with probe and remove.
-    fn data(&self, _pm: &crate::sync::MutexGuard<'_, bool>) -> Option<Arc<T::Data>> {
+    fn data(&self, _pm: &crate::sync::MutexGuard<'_, PmState>) -> Option<Arc<T::Data>> {
         let ptr = self.data.load(Acquire);
         if ptr.is_null() {
             return None;
@@ -995,7 +1007,8 @@ impl<T: Driver> Registration<T> {
                 }),
                 data: Atomic::new(core::ptr::null()),
                 pending <- new_spinlock_irq!(Pending::default()),
-                pm <- new_mutex!(false),
+                pm <- new_mutex!(PmState::default()),
+                pm_done <- new_condvar!(),
             }),
             GFP_KERNEL,
         );
@@ -1025,7 +1038,7 @@ impl<T: Driver> Registration<T> {
                 state.common.binding.revoke();
                 let dead = dev.reset_dead();
                 state.common.teardown(dev, &dead);
-                *pm = true;
+                pm.removed = true;
                 drop(pm);
                 // SAFETY: `raw` came from `Arc::into_raw` above; `priv` no longer holds it.
                 drop(unsafe { Arc::from_raw(raw) });
@@ -1087,7 +1100,10 @@ impl<T: Driver> Registration<T> {
         let state = unsafe { &*raw };
         // Wait for a freeze or restore in progress; those that come later see the flag.
         let mut pm = state.pm.lock();
-        *pm = true;
+        while pm.restoring {
+            state.pm_done.wait(&mut pm);
+        }
+        pm.removed = true;
         // No `BoundHandle::with` or atomic config write starts from now on, and none is in
         // progress (atomic ones end before the grace period in the reset below), so the driver
         // may flush work items that use them.
@@ -1137,8 +1153,8 @@ impl<T: Driver> Registration<T> {
         let Some(state) = (unsafe { Self::state_ref(vdev) }) else {
             return 0;
         };
-        let pm = state.pm.lock();
-        if *pm {
+        let mut pm = state.pm.lock();
+        if pm.removed {
             return 0;
         }
         let Some(data) = state.data(&pm) else {
@@ -1157,15 +1173,18 @@ impl<T: Driver> Registration<T> {
             state.common.freeze(dev, &dead);
             result
         };
+        pm.restoring = result.is_err();
         drop(pm);
         if let Err(e) = result {
             // The sleep or the transport reset is aborted but the device is reset: bring it
             // back as after a transport reset (status, features, `restore_callback`, which
             // finds the queues again and lets the driver refill them, then `DRIVER_OK`).
-            // Without `pm`, which `restore_callback` takes; a remove in between makes it do
-            // nothing.
+            // Without `pm`, which `restore_callback` takes; `restoring` keeps a remove waiting
+            // until it is over.
             // SAFETY: `vdev` is valid and bound to this driver, whose `reset_done` is set.
             let ret = unsafe { bindings::virtio_device_reset_done(vdev) };
+            state.pm.lock().restoring = false;
+            state.pm_done.notify_all();
             if ret != 0 {
                 dev_err!(
                     dev.as_ref(),
@@ -1184,7 +1203,7 @@ impl<T: Driver> Registration<T> {
             return 0;
         };
         let pm = state.pm.lock();
-        if *pm {
+        if pm.removed {
             return 0;
         }
         let Some(data) = state.data(&pm) else {

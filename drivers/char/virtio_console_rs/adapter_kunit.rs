@@ -7,12 +7,14 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::{
     device::{Bound, Core},
     prelude::*,
-    sync::{Arc, SpinLock},
+    sync::{Arc, CondVar, Mutex, SpinLock},
+    time::msecs_to_jiffies,
     virtio::{
         self,
         test_device::{self, TestDevice},
         Buffer, Virtqueue, VirtqueueInfo,
     },
+    workqueue,
 };
 
 /// A device type no real device uses; only [`EarlyIrq`] binds it.
@@ -273,6 +275,84 @@ impl virtio::Driver for KeepHandle {
     fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
 }
 
+/// A device type no real device uses; only [`SlowFreeze`] binds it.
+const SLOW_FREEZE_ID: u32 = 0xfff8;
+
+/// What the threads of [`a_removal_waits_for_a_reset_prepare`] saw.
+#[derive(Default)]
+struct RaceEvents {
+    /// [`SlowFreeze`]'s freeze has begun.
+    in_freeze: bool,
+    /// [`SlowFreeze`]'s remove has run.
+    removed: bool,
+    /// The remove ran while the freeze was still running.
+    removed_during_freeze: bool,
+    /// The thread that reset the device is done.
+    reset_done: bool,
+    /// The thread that unregistered the driver is done.
+    unbound: bool,
+}
+
+/// The events of the race and the condition variable every change signals.
+#[pin_data]
+struct RaceCtx {
+    #[pin]
+    ev: Mutex<RaceEvents>,
+    #[pin]
+    cv: CondVar,
+}
+
+impl RaceCtx {
+    /// Records a change with `f` and wakes the waiters.
+    fn note(&self, f: impl FnOnce(&mut RaceEvents)) {
+        f(&mut self.ev.lock());
+        self.cv.notify_all();
+    }
+
+    /// Waits until `done` holds, for at most about `secs` seconds; returns whether it held.
+    fn wait_for(&self, secs: u32, done: impl Fn(&RaceEvents) -> bool) -> bool {
+        let mut ev = self.ev.lock();
+        for _ in 0..secs * 10 {
+            if done(&ev) {
+                return true;
+            }
+            let _ = self
+                .cv
+                .wait_interruptible_timeout(&mut ev, msecs_to_jiffies(100));
+        }
+        done(&ev)
+    }
+}
+
+/// A driver whose freeze (here: a transport's reset-prepare) waits up to two seconds for its
+/// remove to run; with the adapter serialising the two, it never does.
+struct SlowFreeze;
+
+impl virtio::Driver for SlowFreeze {
+    type Context = RaceCtx;
+    type Data = Arc<RaceCtx>;
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(SLOW_FREEZE_ID)]);
+    const FEATURES: &'static [u32] = &[];
+
+    fn probe(_dev: &virtio::Device<Core<'_>>, ctx: &Arc<RaceCtx>) -> Result<Arc<Arc<RaceCtx>>> {
+        Ok(Arc::new(ctx.clone(), GFP_KERNEL)?)
+    }
+
+    fn remove(_dev: &virtio::Device<Core<'_>>, ctx: Arc<Arc<RaceCtx>>) {
+        ctx.note(|ev| ev.removed = true);
+    }
+
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, _ctx: &Arc<Arc<RaceCtx>>, _index: u32) {}
+
+    fn freeze(_dev: &virtio::Device<Bound>, ctx: &Arc<Arc<RaceCtx>>) -> Result {
+        ctx.note(|ev| ev.in_freeze = true);
+        let removed = ctx.wait_for(2, |ev| ev.removed);
+        ctx.note(|ev| ev.removed_during_freeze = removed);
+        Ok(())
+    }
+}
+
 #[kunit_tests(virtio_console_rs_virtio_adapter)]
 mod tests {
     use super::*;
@@ -426,6 +506,55 @@ mod tests {
         assert_eq!(bound, Some((Some(Some(config)), true)));
         assert_eq!(cfg[0], 0x55);
         assert_eq!(unbound, Some((None, false)));
+        Ok(())
+    }
+
+    /// A transport reset (reset-prepare, which virtio-pci calls without the virtio device's
+    /// lock) and an unbind of the driver at the same time: the removal waits until the freeze
+    /// is over, so the driver's remove never runs under its freeze. Without that, the adapter
+    /// freed its state under the freeze.
+    #[test]
+    fn a_removal_waits_for_a_reset_prepare() -> Result {
+        let ctx = Arc::pin_init(
+            pin_init!(RaceCtx {
+                ev <- kernel::new_mutex!(RaceEvents::default()),
+                cv <- kernel::new_condvar!(),
+            }),
+            GFP_KERNEL,
+        )?;
+        let driver = KBox::pin_init(
+            virtio::Registration::<SlowFreeze>::new(
+                c"virtio_console_rs_kunit_slow_freeze",
+                ctx.clone(),
+                kernel::module::this_module::<crate::VirtioConsoleModule>(),
+            ),
+            GFP_KERNEL,
+        )?;
+        let dev = Arc::new(TestDevice::new(SLOW_FREEZE_ID, 0, &[], 8)?, GFP_KERNEL)?;
+        let bound = dev.is_bound();
+        let (d, c) = (dev.clone(), ctx.clone());
+        workqueue::system().try_spawn(GFP_KERNEL, move || {
+            let _ = d.reset_prepare();
+            c.note(|ev| ev.reset_done = true);
+        })?;
+        let in_freeze = ctx.wait_for(10, |ev| ev.in_freeze);
+        let c = ctx.clone();
+        workqueue::system().try_spawn(GFP_KERNEL, move || {
+            drop(driver);
+            c.note(|ev| ev.unbound = true);
+        })?;
+        let finished = ctx.wait_for(30, |ev| ev.reset_done && ev.unbound);
+        let (removed, during) = {
+            let ev = ctx.ev.lock();
+            (ev.removed, ev.removed_during_freeze)
+        };
+        drop(dev);
+
+        assert!(bound);
+        assert!(in_freeze);
+        assert!(finished);
+        assert!(removed);
+        assert!(!during);
         Ok(())
     }
 

@@ -284,6 +284,16 @@ impl TestDevice {
         to_result(unsafe { bindings::virtio_test_device_restore(self.raw()) })
     }
 
+    /// Starts a transport reset (`virtio_device_reset_prepare`) as virtio-pci does, without
+    /// the virtio device's lock, so it can run while the driver is being unbound. The device
+    /// stays reset until it is restored or removed.
+    ///
+    /// Fails with the driver's error, or `EOPNOTSUPP` if it has no `reset_prepare`.
+    pub fn reset_prepare(&self) -> Result {
+        // SAFETY: `raw()` is valid by the type invariant.
+        to_result(unsafe { bindings::virtio_test_device_reset_prepare(self.raw()) })
+    }
+
     /// Marks queue `q` broken: from now on the driver's operations on it fail.
     pub fn break_queue(&self, q: u32) -> Result {
         // SAFETY: `raw()` is valid by the type invariant.
