@@ -190,7 +190,7 @@ impl Host {
         self.collect_replies();
         // Never borrowed elsewhere at the same time (no panic path, which objtool flags).
         match self.backlog.try_borrow_mut() {
-            Ok(mut b) => core::mem::replace(&mut *b, KVec::new()),
+            Ok(mut b) => core::mem::take(&mut *b),
             Err(_) => KVec::new(),
         }
     }
@@ -1445,7 +1445,7 @@ mod tests {
             let _ = eventually(|| ends.lock().iter().all(|e| e.is_some()));
         }
         assert!(all_ended);
-        let got = ends.lock().clone();
+        let got = *ends.lock();
         assert_eq!(got, [Some(Ok(())), Some(Ok(()))]);
         assert_eq!(next, [WRITES, WRITES]);
         assert_eq!(
