@@ -286,13 +286,19 @@ pub(super) fn sigio(tag: &str, path: &str, seed: u64) {
         // The host sends one byte once it has read everything: the signals queued until then.
         // The byte can be read before its interrupt is handled (a poll takes the used buffer
         // from the ring first), and the driver signals from the interrupt: wait for the first
-        // signal, then take whatever else is pending.
+        // signal, let the interrupt of the byte settle, then take whatever else is pending (a
+        // signal for the room would be queued before the byte's, and show as a second one).
         let data = read_n(fd, 1)?;
         let signals = match wait_signal(&both, WAIT_MS) {
-            Some(first) => match drain(&both, fd).as_str() {
-                "none" => describe(&first, fd),
-                more => format!("{},{more}", describe(&first, fd)),
-            },
+            Some(first) => {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                let more = drain(&both, fd);
+                if more == "none" {
+                    describe(&first, fd)
+                } else {
+                    format!("{},{more}", describe(&first, fd))
+                }
+            }
             None => "none".to_string(),
         };
         say(tag, "after-room", &format!("read={data} signals={signals}"));
