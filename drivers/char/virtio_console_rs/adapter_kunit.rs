@@ -6,7 +6,6 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::{
     device::{Bound, Core},
-    impl_has_work, new_work,
     prelude::*,
     sync::{Arc, CondVar, Mutex, SpinLock},
     time::msecs_to_jiffies,
@@ -15,8 +14,9 @@ use kernel::{
         test_device::{self, TestDevice},
         Buffer, Virtqueue, VirtqueueInfo,
     },
-    workqueue::{self, Work, WorkItem},
 };
+
+use crate::kunit_spawn::spawn;
 
 /// A device type no real device uses; only [`EarlyIrq`] binds it.
 const EARLY_IRQ_ID: u32 = 0xfff4;
@@ -323,47 +323,6 @@ impl RaceCtx {
         }
         done(&ev)
     }
-}
-
-/// A closure run once by the system workqueue.
-///
-/// Not `Queue::try_spawn`: its work item's lock class is a static of the kernel crate whose
-/// name, instantiated in a module, lives at another address, and lockdep warns about that.
-#[pin_data]
-struct Job<F: FnOnce() + Send + Unpin + 'static> {
-    #[pin]
-    work: Work<Job<F>>,
-    #[pin]
-    func: SpinLock<Option<F>>,
-}
-
-impl_has_work! {
-    impl{F: FnOnce() + Send + Unpin + 'static} HasWork<Job<F>> for Job<F> { self.work }
-}
-
-impl<F: FnOnce() + Send + Unpin + 'static> WorkItem for Job<F> {
-    type Pointer = Arc<Job<F>>;
-
-    fn run(this: Arc<Job<F>>) {
-        let func = this.func.lock().take();
-        if let Some(func) = func {
-            func();
-        }
-    }
-}
-
-/// Runs `func` on the system workqueue.
-fn spawn<F: FnOnce() + Send + Unpin + 'static>(func: F) -> Result {
-    let job = Arc::pin_init(
-        pin_init!(Job::<F> {
-            work <- new_work!("virtio_console_rs::adapter_kunit::Job"),
-            func <- kernel::new_spinlock!(Some(func)),
-        }),
-        GFP_KERNEL,
-    )?;
-    // A new job is not queued yet, so this cannot fail.
-    let _ = workqueue::system().enqueue(job);
-    Ok(())
 }
 
 /// A driver whose freeze (here: a transport's reset-prepare) waits up to two seconds for its

@@ -9,55 +9,13 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
-    hvc, impl_has_work, new_work,
+    hvc,
     prelude::*,
-    sync::{Arc, Completion, SpinLock},
+    sync::{Arc, Completion},
     time::{delay::fsleep, Delta},
-    workqueue::{Work, WorkItem},
-    workqueue_sync::system_percpu,
 };
 
-/// A closure run once on the system work queue (its own lock class: `Queue::try_spawn`'s is
-/// shared with the kernel crate's instantiation, which lockdep reports).
-#[pin_data]
-struct Job<F: Task> {
-    #[pin]
-    work: Work<Job<F>>,
-    #[pin]
-    f: SpinLock<Option<F>>,
-}
-
-/// What [`spawn`] runs.
-trait Task: FnOnce() + Send + Unpin + 'static {}
-
-impl<F: FnOnce() + Send + Unpin + 'static> Task for F {}
-
-impl_has_work! {
-    impl{F: Task} HasWork<Self> for Job<F> { self.work }
-}
-
-impl<F: Task> WorkItem for Job<F> {
-    type Pointer = Arc<Job<F>>;
-
-    fn run(this: Arc<Self>) {
-        let f = this.f.lock().take();
-        if let Some(f) = f {
-            f();
-        }
-    }
-}
-
-/// Runs `f` on the system work queue.
-fn spawn<F: Task>(f: F) -> Result {
-    let job = Arc::pin_init(
-        pin_init!(Job {
-            work <- new_work!("virtio_console_rs::hvc_kunit::Job::work"),
-            f <- kernel::new_spinlock!(Some(f)),
-        }),
-        GFP_KERNEL,
-    )?;
-    system_percpu().enqueue(job).map_err(|_| EBUSY)
-}
+use crate::kunit_spawn::spawn;
 
 /// A vtermno no real terminal uses.
 const VTERMNO: u32 = 0x7ff0_0001;

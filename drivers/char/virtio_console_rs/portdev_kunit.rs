@@ -11,6 +11,7 @@
 use super::*;
 use crate::{
     control::le_message as msg,
+    kunit_spawn::spawn,
     port::{Port, TX_POOL, TX_POOL_BYTES},
 };
 use core::{
@@ -353,49 +354,68 @@ fn eventually(cond: impl Fn() -> bool) -> bool {
     cond()
 }
 
-/// A closure run once on the system work queue, for cases that need a second thread.
-///
-/// `Queue::try_spawn` would do, but its work items share one lockdep key between `vmlinux` and
-/// this module under two copies of the same name, which lockdep reports as a bug.
-#[pin_data]
-struct Job<F: Task> {
-    #[pin]
-    work: Work<Job<F>>,
-    /// Taken by the work item when it runs. Process context.
-    #[pin]
-    f: SpinLock<Option<F>>,
+/// Waits (as [`eventually`] does) until a sleeper on `port` has stored its result in `slot`;
+/// returns whether it did. One never woken is woken by unplugging the port (it then fails
+/// with `ENODEV`), so the case ends without leaving it asleep.
+fn woken_or_unplugged<T>(port: &Port, slot: &SpinLock<Option<T>>) -> bool {
+    let woken = eventually(|| slot.lock().is_some());
+    if !woken {
+        port.unplug();
+        let _ = eventually(|| slot.lock().is_some());
+    }
+    woken
 }
 
-/// What [`spawn`] runs.
-trait Task: FnOnce() + Send + Unpin + 'static {}
-
-impl<F: FnOnce() + Send + Unpin + 'static> Task for F {}
-
-impl_has_work! {
-    impl{F: Task} HasWork<Self> for Job<F> { self.work }
+/// Writes one byte to `port` (`w`), without blocking if `nonblock`.
+fn write_byte(port: &Port, nonblock: bool) -> Result<usize> {
+    port.write(1, nonblock, |max, _| {
+        Buffer::from_slice(&b"w"[..max], GFP_KERNEL)
+    })
 }
 
-impl<F: Task> WorkItem for Job<F> {
-    type Pointer = Arc<Job<F>>;
-
-    fn run(this: Arc<Self>) {
-        let f = this.f.lock().take();
-        if let Some(f) = f {
-            f();
+/// Fills port 1's transmit ring with one-byte writes, then starts a blocking writer, which
+/// must arm the transmit interrupt and go to sleep; returns where it stores its result.
+/// Fails with `EIO` if the ring does not fill as expected, `ETIMEDOUT` if the writer does not
+/// go to sleep with the interrupt armed (outside a test case, no KUnit assertion).
+fn writer_asleep_on_a_full_ring(port: &Arc<Port>) -> Result<Arc<SpinLock<Option<Result<usize>>>>> {
+    for _ in 0..QSIZE {
+        if write_byte(port, true) != Ok(1) {
+            return Err(EIO);
         }
     }
+    if write_byte(port, true) != Err(EAGAIN) {
+        return Err(EIO);
+    }
+    let done: Arc<SpinLock<Option<Result<usize>>>> =
+        Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
+    let (p, d) = (port.clone(), done.clone());
+    spawn(move || {
+        let r = write_byte(&p, false);
+        *d.lock() = Some(r);
+    })?;
+    let asleep = eventually(|| {
+        let st = port.state.lock();
+        st.writers_asleep() == 1 && st.tx_armed()
+    });
+    if !asleep {
+        return Err(ETIMEDOUT);
+    }
+    Ok(done)
 }
 
-/// Runs `f` on the system work queue.
-fn spawn<F: Task>(f: F) -> Result {
-    let job = Arc::pin_init(
-        pin_init!(Job {
-            work <- new_work!("virtio_console_rs::kunit::Job::work"),
-            f <- kernel::new_spinlock!(Some(f)),
-        }),
-        GFP_KERNEL,
-    )?;
-    system_percpu().enqueue(job).map_err(|_| EBUSY)
+/// The host consumes everything port 1 sent, without interrupting; `EIO` unless that was a
+/// full ring.
+fn host_consumes_a_full_ring(h: &Host) -> Result {
+    let (_, tx) = control::port_queues(1);
+    let mut out = KVec::new();
+    let taken = h.take_port_output(1, &mut out);
+    if taken.len() != QSIZE as usize {
+        return Err(EIO);
+    }
+    for t in taken.iter() {
+        h.dev().complete(tx, t.head, 0)?;
+    }
+    Ok(())
 }
 
 /// A small, seeded generator (xorshift64*), so a failing sequence can be replayed.
@@ -1002,13 +1022,7 @@ mod tests {
         assert_eq!(&first[..], b"first");
         assert!(saw_waiter);
         // The end of the first read wakes the second reader, which gets the next buffer.
-        let woken = eventually(|| got.lock().is_some());
-        if !woken {
-            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
-            port.unplug();
-            let _ = eventually(|| got.lock().is_some());
-        }
-        assert!(woken);
+        assert!(woken_or_unplugged(&port, &got));
         let second = got.lock().take().ok_or(ETIMEDOUT)??;
         assert_eq!(&second[..], b"second");
         assert_eq!(port.state.lock().readers_asleep(), 0);
@@ -1074,46 +1088,14 @@ mod tests {
     fn a_writer_waiting_for_room_is_woken_when_a_poll_takes_the_room_back() -> Result {
         let h = Host::new(F_MULTIPORT, 3)?;
         let port = h.open_port(1)?;
-        let write = |p: &Port, nonblock: bool| {
-            p.write(1, nonblock, |max, _| {
-                Buffer::from_slice(&b"w"[..max], GFP_KERNEL)
-            })
-        };
-        // Fill the ring: QSIZE single-descriptor writes, then the ring is full.
-        for _ in 0..QSIZE {
-            assert_eq!(write(&port, true), Ok(1));
-        }
-        assert_eq!(write(&port, true), Err(EAGAIN));
-        // A blocking writer arms the transmit interrupt and goes to sleep.
-        let done: Arc<SpinLock<Option<Result<usize>>>> =
-            Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
-        let (p, d) = (port.clone(), done.clone());
-        spawn(move || {
-            let r = write(&p, false);
-            *d.lock() = Some(r);
-        })?;
-        assert!(eventually(|| {
-            let st = port.state.lock();
-            st.writers_asleep() == 1 && st.tx_armed()
-        }));
+        // A blocking writer finds the ring full, arms the transmit interrupt and sleeps.
+        let done = writer_asleep_on_a_full_ring(&port)?;
         // The host consumes everything, and before its interrupt is handled a poll takes the
         // buffers back: the interrupt then finds nothing to report. The poll must wake the
         // writer itself.
-        let (_, tx) = control::port_queues(1);
-        let mut out = KVec::new();
-        let taken = h.take_port_output(1, &mut out);
-        assert_eq!(taken.len(), QSIZE as usize);
-        for t in taken.iter() {
-            h.dev().complete(tx, t.head, 0)?;
-        }
+        host_consumes_a_full_ring(&h)?;
         assert_ne!(port.poll_mask() & poll_mask::OUT, 0);
-        let woken = eventually(|| done.lock().is_some());
-        if !woken {
-            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
-            port.unplug();
-            let _ = eventually(|| done.lock().is_some());
-        }
-        assert!(woken);
+        assert!(woken_or_unplugged(&port, &done));
         assert_eq!(done.lock().take(), Some(Ok(1)));
         assert!(!port.state.lock().tx_armed());
         port.release();
@@ -1142,13 +1124,7 @@ mod tests {
         assert!(got.lock().is_none());
         // The receive interrupt for the host's data must wake it.
         h.to_port(1, b"late", 4)?;
-        let woken = eventually(|| got.lock().is_some());
-        if !woken {
-            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
-            port.unplug();
-            let _ = eventually(|| got.lock().is_some());
-        }
-        assert!(woken);
+        assert!(woken_or_unplugged(&port, &got));
         let data = got.lock().take().ok_or(ETIMEDOUT)??;
         assert_eq!(&data[..], b"late");
         port.release();
@@ -1159,43 +1135,13 @@ mod tests {
     fn a_writer_asleep_on_a_full_ring_is_woken_by_the_transmit_interrupt() -> Result {
         let h = Host::new(F_MULTIPORT, 3)?;
         let port = h.open_port(1)?;
-        let write = |p: &Port, nonblock: bool| {
-            p.write(1, nonblock, |max, _| {
-                Buffer::from_slice(&b"w"[..max], GFP_KERNEL)
-            })
-        };
-        for _ in 0..QSIZE {
-            assert_eq!(write(&port, true), Ok(1));
-        }
-        assert_eq!(write(&port, true), Err(EAGAIN));
-        let done: Arc<SpinLock<Option<Result<usize>>>> =
-            Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
-        let (p, d) = (port.clone(), done.clone());
-        spawn(move || {
-            let r = write(&p, false);
-            *d.lock() = Some(r);
-        })?;
-        assert!(eventually(|| {
-            let st = port.state.lock();
-            st.writers_asleep() == 1 && st.tx_armed()
-        }));
+        let done = writer_asleep_on_a_full_ring(&port)?;
         // The host consumes everything and interrupts; nobody polls meanwhile, so only the
         // transmit interrupt can wake the writer.
+        host_consumes_a_full_ring(&h)?;
         let (_, tx) = control::port_queues(1);
-        let mut out = KVec::new();
-        let taken = h.take_port_output(1, &mut out);
-        assert_eq!(taken.len(), QSIZE as usize);
-        for t in taken.iter() {
-            h.dev().complete(tx, t.head, 0)?;
-        }
         h.dev().interrupt(tx);
-        let woken = eventually(|| done.lock().is_some());
-        if !woken {
-            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
-            port.unplug();
-            let _ = eventually(|| done.lock().is_some());
-        }
-        assert!(woken);
+        assert!(woken_or_unplugged(&port, &done));
         assert_eq!(done.lock().take(), Some(Ok(1)));
         port.release();
         Ok(())
@@ -1365,13 +1311,7 @@ mod tests {
             h.dev().complete(tx, t.head, 0)?;
         }
         h.dev().interrupt(tx);
-        let woken = eventually(|| done.lock().is_some());
-        if !woken {
-            // Never woken: unplugging wakes it with ENODEV, so the case ends without a hang.
-            port.unplug();
-            let _ = eventually(|| done.lock().is_some());
-        }
-        assert!(woken);
+        assert!(woken_or_unplugged(&port, &done));
         assert_eq!(done.lock().take(), Some(Ok(1)));
         out.clear();
         let taken = h.take_port_output(1, &mut out);

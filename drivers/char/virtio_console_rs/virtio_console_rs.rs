@@ -22,6 +22,8 @@ mod fifo;
 mod file;
 #[cfg(CONFIG_KUNIT)]
 mod hvc_kunit;
+#[cfg(CONFIG_KUNIT)]
+mod kunit_spawn;
 mod port;
 mod portdev;
 #[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
