@@ -61,6 +61,22 @@ impl hvc::Operations for HeldBackend {
     }
 }
 
+/// A [`HeldBackend`] whose first `put_chars` holds the callback if `armed`.
+fn held_backend(armed: bool) -> Result<Arc<HeldBackend>> {
+    Arc::pin_init(
+        pin_init!(HeldBackend {
+            armed: AtomicBool::new(armed),
+            running: AtomicBool::new(false),
+            entered <- Completion::new(),
+            release <- Completion::new(),
+            dropped <- Completion::new(),
+            returned <- Completion::new(),
+            dropped_while_running: AtomicBool::new(false),
+        }),
+        GFP_KERNEL,
+    )
+}
+
 #[kunit_tests(virtio_console_rs_hvc)]
 mod tests {
     use super::*;
@@ -69,18 +85,7 @@ mod tests {
     /// oversized output buffer, and the vtermno the core uses to mark a free console slot.
     #[test]
     fn refuses_what_the_core_cannot_take() -> Result {
-        let backend = Arc::pin_init(
-            pin_init!(HeldBackend {
-                armed: AtomicBool::new(false),
-                running: AtomicBool::new(false),
-                entered <- Completion::new(),
-                release <- Completion::new(),
-                dropped <- Completion::new(),
-                returned <- Completion::new(),
-                dropped_while_running: AtomicBool::new(false),
-            }),
-            GFP_KERNEL,
-        )?;
+        let backend = held_backend(false)?;
         let empty = hvc::Registration::new(VTERMNO, backend.clone(), 0, false).err();
         let huge = hvc::Registration::new(VTERMNO, backend.clone(), 1 << 31, false).err();
         let free_mark = hvc::Registration::new(u32::MAX, backend.clone(), 16, false).err();
@@ -96,18 +101,7 @@ mod tests {
     /// `Registration::drop` returns only after a callback running its backend has returned.
     #[test]
     fn drop_waits_for_a_running_callback() -> Result {
-        let backend = Arc::pin_init(
-            pin_init!(HeldBackend {
-                armed: AtomicBool::new(true),
-                running: AtomicBool::new(false),
-                entered <- Completion::new(),
-                release <- Completion::new(),
-                dropped <- Completion::new(),
-                returned <- Completion::new(),
-                dropped_while_running: AtomicBool::new(false),
-            }),
-            GFP_KERNEL,
-        )?;
+        let backend = held_backend(true)?;
         // The case keeps its own reference, so even a wrong drop frees nothing under the call.
         let reg = hvc::Registration::new(VTERMNO, backend.clone(), 16, false)?;
         let caller = backend.clone();

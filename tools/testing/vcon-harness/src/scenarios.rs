@@ -43,18 +43,18 @@ pub struct Scenario {
     pub timeout: u64,
 }
 
-fn serial(n: u32) -> Vec<String> {
+pub(crate) fn serial(n: u32) -> Vec<String> {
     vec!["-device".into(), format!("virtio-serial-pci,id=vser{n}")]
 }
 
-fn sock(id: &str) -> Vec<String> {
+pub(crate) fn sock(id: &str) -> Vec<String> {
     vec![
         "-chardev".into(),
         format!("socket,id={id},path=@DIR@/{id}.sock,server=on,wait=off"),
     ]
 }
 
-fn console(bus: u32, nr: u32, id: &str) -> Vec<String> {
+pub(crate) fn console(bus: u32, nr: u32, id: &str) -> Vec<String> {
     let mut v = sock(id);
     v.push("-device".into());
     v.push(format!(
@@ -63,7 +63,7 @@ fn console(bus: u32, nr: u32, id: &str) -> Vec<String> {
     v
 }
 
-fn port(bus: u32, nr: u32, id: &str, name: Option<&str>) -> Vec<String> {
+pub(crate) fn port(bus: u32, nr: u32, id: &str, name: Option<&str>) -> Vec<String> {
     let mut v = sock(id);
     v.push("-device".into());
     let name = name.map(|n| format!(",name={n}")).unwrap_or_default();

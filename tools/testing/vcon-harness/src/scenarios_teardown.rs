@@ -2,7 +2,7 @@
 //!
 //! Kept apart from `scenarios.rs`; `scenarios::all()` appends [`all`].
 
-use crate::scenarios::{Driver, Scenario};
+use crate::scenarios::{console, port, serial, Driver, Scenario};
 use crate::vm::{Res, Vm};
 
 /// The guest script: a writer streaming to /dev/hvc0 (QEMU drops console output the host does
@@ -90,18 +90,10 @@ fn sigio_then_close(vm: &mut Vm, _: Driver) -> Res<Vec<String>> {
 }
 
 pub fn all() -> Vec<Scenario> {
-    let mut q: Vec<String> = vec!["-device".into(), "virtio-serial-pci,id=vser0".into()];
     // Port 1 stays, so the device outlives the console (QEMU keeps port 0 for a console).
-    for (nr, id, dev) in [(0, "con0", "virtconsole"), (1, "p1", "virtserialport")] {
-        q.push("-chardev".into());
-        q.push(format!(
-            "socket,id={id},path=@DIR@/{id}.sock,server=on,wait=off"
-        ));
-        q.push("-device".into());
-        q.push(format!(
-            "{dev},bus=vser0.0,chardev={id},nr={nr},id=dev-{id}"
-        ));
-    }
+    let mut q = serial(0);
+    q.extend(console(0, 0, "con0"));
+    q.extend(port(0, 1, "p1", None));
     vec![Scenario {
         name: "console_unplug_under_writer",
         about: "unplug a console port while a writer streams to /dev/hvc0 and another process holds the tty open",
