@@ -5,6 +5,7 @@
 use crate::{
     control::{self, Event, HostMessage},
     debugfs_fmt,
+    emerg::{self, Emerg},
     fifo::Fifo,
     file::PortFile,
     port::{DeviceLink, Port, RX_BUF_SIZE},
@@ -18,11 +19,10 @@ use kernel::{
     device_class::{ClassDevice, Uevent},
     hvc,
     ida::{Ida, IdaId},
-    impl_has_work, kmsg_dump, new_mutex, new_spinlock_irq, new_work,
+    impl_has_work, new_mutex, new_spinlock_irq, new_work,
     prelude::*,
     str::CString,
     sync::{Arc, Mutex, SpinLockIrq},
-    time::{delay::udelay, Delta},
     uapi,
     virtio::{self, Buffer, Virtqueue, VirtqueueInfo},
     workqueue::{Work, WorkItem},
@@ -33,15 +33,6 @@ use kernel::{
 const CONFIG_COLS: usize = 0;
 const CONFIG_ROWS: usize = 2;
 const CONFIG_MAX_NR_PORTS: usize = 4;
-const CONFIG_EMERG_WR: usize = 8;
-
-/// How much of the kernel log (the newest part) an oops or panic sends through `emerg_wr`.
-///
-/// One config write per byte, paced (see [`EMERG_BYTE_DELAY_US`]): about 50 ms at panic time.
-const EMERG_LOG_BYTES: usize = 1024;
-
-/// Pause after each emergency byte.
-const EMERG_BYTE_DELAY_US: i64 = 50;
 
 /// Control messages the interrupt handler can take off the receive queue ahead of the work
 /// item that handles them (32 bytes each).
@@ -57,27 +48,6 @@ enum Incoming {
     Copy(KVec<u8>),
     /// The buffer itself (there was no memory for a copy); it goes back once handled.
     Held(KBox<Buffer>),
-}
-
-/// Sends the kernel log on oops and panic through the `emerg_wr` config field
-/// (`VIRTIO_CONSOLE_F_EMERG_WRITE`), which needs no virtqueue: it works even when the queues
-/// are stuck or not set up yet. The C driver never negotiates the feature.
-struct EmergWriter {
-    config: virtio::AtomicConfigWriter,
-}
-
-impl kmsg_dump::Dumper for EmergWriter {
-    fn dump(&self, _reason: kmsg_dump::Reason, log: &[u8]) {
-        for &b in log {
-            if !self.config.write_u32(CONFIG_EMERG_WR, u32::from(b)) {
-                // The device is gone.
-                return;
-            }
-            // Pace the bytes: QEMU hands each one to the chardev at once and drops what the
-            // chardev cannot take right then.
-            udelay(Delta::from_micros(EMERG_BYTE_DELAY_US));
-        }
-    }
 }
 
 /// A port's hvc console, behind a lock of its own, so that the receive interrupt polls it
@@ -168,7 +138,7 @@ pub(crate) struct PortsDevice {
     control: Mutex<bool>,
     /// The panic-time log writer, dropped (unregistered) in `remove`, before the device goes.
     #[pin]
-    emerg: Mutex<Option<Pin<KBox<kmsg_dump::Registration<EmergWriter>>>>>,
+    emerg: Mutex<Option<Emerg>>,
     #[pin]
     control_work: Work<PortsDevice, 0>,
     #[pin]
@@ -242,27 +212,7 @@ impl PortsDevice {
             infos.push(info, GFP_KERNEL)?;
         }
         let vqs = vdev.find_vqs(&infos)?;
-        // Only where the config field can be written without sleeping (at panic time); the
-        // device works without it.
-        let emerg = match vdev.has_feature(uapi::VIRTIO_CONSOLE_F_EMERG_WRITE) {
-            true => match vdev.atomic_config_writer() {
-                Ok(config) => {
-                    let writer = Arc::new(EmergWriter { config }, GFP_KERNEL)?;
-                    Some(KBox::pin_init(
-                        kmsg_dump::Registration::new(writer, EMERG_LOG_BYTES),
-                        GFP_KERNEL,
-                    )?)
-                }
-                Err(_) => {
-                    dev_info!(
-                        vdev.as_ref(),
-                        "no emergency write: the transport cannot write config atomically\n"
-                    );
-                    None
-                }
-            },
-            false => None,
-        };
+        let emerg = emerg::register(vdev)?;
         let bound = vdev.handle()?;
         let incoming = Fifo::new(if multiport { CONTROL_BACKLOG } else { 0 }, GFP_KERNEL)?;
         let link = Arc::pin_init(

@@ -22,7 +22,7 @@ use kernel::{
     chrdev::poll_mask,
     device_class::Attribute,
     sync::SpinLock,
-    time::delay::fsleep,
+    time::{delay::fsleep, Delta},
     virtio::test_device::{Taken, TestDevice},
 };
 

@@ -18,6 +18,7 @@
 mod adapter_kunit;
 mod control;
 mod debugfs_fmt;
+mod emerg;
 mod fifo;
 mod file;
 #[cfg(CONFIG_KUNIT)]
