@@ -4,11 +4,12 @@
 
 use crate::{
     control::{self, Event, HostMessage},
+    control_tx::DeviceLink,
     debugfs_fmt,
     emerg::{self, Emerg},
     fifo::Fifo,
     file::PortFile,
-    port::{DeviceLink, Port, RX_BUF_SIZE},
+    port::{Port, RX_BUF_SIZE},
     ConsoleDroppedAttr, Globals, NameAttr,
 };
 use kernel::{

@@ -17,6 +17,7 @@
 #[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
 mod adapter_kunit;
 mod control;
+mod control_tx;
 mod debugfs_fmt;
 mod emerg;
 mod fifo;
