@@ -47,7 +47,7 @@ pub(crate) struct Stats {
     pub(crate) bytes_discarded: u64,
 }
 
-/// The mutable state of a port.
+/// The mutable state of a port, all of it guarded by [`Port::state`].
 pub(crate) struct PortState {
     /// The receive buffer being consumed and how much of it was read; `None` when the next one
     /// must come from the receive queue.
@@ -130,11 +130,23 @@ type StateGuard<'a> = SpinLockIrqGuard<'a, PortState>;
 ///
 /// # Locking
 ///
-/// - `state` is an IRQ-safe spinlock: it is taken from the queue interrupts (hard IRQ), from
-///   hvc's `put_chars`/`get_chars` (atomic) and from process context. While holding it the
-///   port's queue locks may be taken (`state` → `in_vq`/`out_vq`), never the other way round;
-///   they are taken with [`Virtqueue::lock_inside`], which leaves the interrupt state to
-///   `state`'s guard, as the C driver drives its rings under its own `spin_lock_irqsave()`.
+/// Which lock guards each field, and from which contexts it is touched ("immutable": set when
+/// the port is created, read without a lock):
+///
+/// | Field | Guarded by | Context |
+/// |---|---|---|
+/// | `id`, `link` | immutable | any |
+/// | `in_vq`, `out_vq` | immutable; each queue has its own lock, taken inside `state` | any |
+/// | `state` (every [`PortState`] field) | itself (IRQ-safe spinlock) | hard IRQ, atomic, process |
+/// | `waitq` | its own lock; waiters check under `state` | woken: any; waited on: process |
+/// | `fasync` | its own lock | signalled: any; set up: process |
+///
+/// - `state` is taken from the queue interrupts (hard IRQ: `rx_interrupt`, `tx_interrupt`),
+///   from hvc's `put_chars`/`get_chars` (atomic) and from process context (file operations,
+///   the control work item). While holding it the port's queue locks may be taken (`state` →
+///   `in_vq`/`out_vq`), never the other way round; they are taken with
+///   [`Virtqueue::lock_inside`], which leaves the interrupt state to `state`'s guard, as the C
+///   driver drives its rings under its own `spin_lock_irqsave()`.
 /// - Readers are serialised by `PortState::reading`: one reader at a time copies to user space
 ///   without the spinlock; the others wait on `waitq` (or get `EAGAIN`).
 /// - `waitq` is woken whenever anything a reader, writer or poller waits on changes.
@@ -377,7 +389,7 @@ impl Port {
                     st.reader_refused = true;
                     return Err(EAGAIN);
                 }
-                if self.sleep(st) {
+                if self.sleep_as_reader(st) {
                     return Err(ERESTARTSYS);
                 }
                 continue;
@@ -391,15 +403,16 @@ impl Port {
             if nonblock {
                 return Err(EAGAIN);
             }
-            if self.sleep(st) {
+            if self.sleep_as_reader(st) {
                 return Err(ERESTARTSYS);
             }
         }
     }
 
-    /// Sleeps on `waitq` as a reader, counted in `readers_asleep`; returns whether a signal is
-    /// pending.
-    fn sleep(&self, st: &mut StateGuard<'_>) -> bool {
+    /// Sleeps on `waitq` as a reader, counted in `readers_asleep` (so a finishing reader knows
+    /// to wake it); returns whether a signal is pending. Readers only: writers count themselves
+    /// in `writers_asleep`.
+    fn sleep_as_reader(&self, st: &mut StateGuard<'_>) -> bool {
         st.readers_asleep += 1;
         let signal = self.waitq.wait_interruptible_freezable(st);
         st.readers_asleep -= 1;

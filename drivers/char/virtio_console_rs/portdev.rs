@@ -110,16 +110,29 @@ impl Drop for PortEntry {
 ///
 /// # Locking
 ///
-/// - `ports` is an IRQ-safe spinlock: the queue interrupts look ports up in it (the hvc
-///   console is polled after it is released, under the console's own lock, see
-///   [`ConsoleSlot`]). Entries are added and taken out under it, but always dropped outside
-///   it, since dropping one sleeps. It nests outside the ports' `state` locks and the
-///   consoles' locks.
-/// - `incoming` is an IRQ-safe spinlock: the control queue interrupt fills it, the work item
-///   empties it. It nests outside the control receive queue's lock, so messages enter it in
-///   the order the host sent them.
-/// - `control` serialises the control protocol (the work item, probe and remove), process
-///   context only.
+/// Which lock guards each field, and from which contexts it is touched ("immutable": set at
+/// probe, read without a lock):
+///
+/// | Field | Guarded by | Context |
+/// |---|---|---|
+/// | `link`, `globals`, `multiport`, `max_nr_ports`, `index`, `region` | immutable | any |
+/// | `bound` | immutable; revoked by the bus when the device is unbound | process (config work) |
+/// | `vqs` | immutable; each queue has its own lock | any |
+/// | `ports` | itself (IRQ-safe spinlock) | hard IRQ (queue interrupts), process |
+/// | `incoming` | itself (IRQ-safe spinlock) | hard IRQ (control queue interrupt), process |
+/// | `removed` | itself (mutex) | process (control work item, `remove`) |
+/// | `emerg` | itself (mutex) | process (probe, `remove`); the writer runs at panic without it |
+/// | `control_work`, `config_work` | the workqueue | queued from hard IRQ, run in process |
+///
+/// - `ports`: the queue interrupts look ports up in it (the hvc console is polled after it is
+///   released, under the console's own lock, see [`ConsoleSlot`]). Entries are added and taken
+///   out under it, but always dropped outside it, since dropping one sleeps. It nests outside
+///   the ports' `state` locks and the consoles' locks.
+/// - `incoming`: the control queue interrupt fills it, the work item empties it. It nests
+///   outside the control receive queue's lock, so messages enter it in the order the host sent
+///   them.
+/// - `removed`: the control work item holds it for its whole run, so it also serialises the
+///   control protocol with `remove`.
 #[pin_data]
 pub(crate) struct PortsDevice {
     link: Arc<DeviceLink>,
@@ -135,8 +148,9 @@ pub(crate) struct PortsDevice {
     ports: SpinLockIrq<KVec<PortEntry>>,
     #[pin]
     incoming: SpinLockIrq<Fifo<Incoming>>,
+    /// The device is being removed: the control work item handles no more messages.
     #[pin]
-    control: Mutex<bool>,
+    removed: Mutex<bool>,
     /// The panic-time log writer, dropped (unregistered) in `remove`, before the device goes.
     #[pin]
     emerg: Mutex<Option<Emerg>>,
@@ -239,7 +253,7 @@ impl PortsDevice {
                 vqs,
                 ports <- new_spinlock_irq!(KVec::new()),
                 incoming <- new_spinlock_irq!(incoming),
-                control <- new_mutex!(false),
+                removed <- new_mutex!(false),
                 emerg <- new_mutex!(emerg),
                 control_work <- new_work!("virtio_console_rs::control_work"),
                 config_work <- new_work!("virtio_console_rs::config_work"),
@@ -289,7 +303,7 @@ impl PortsDevice {
     /// The device is going away (it is already reset).
     pub(crate) fn remove(&self) {
         // Stop the control protocol; the work item sees the flag and does nothing more.
-        *self.control.lock() = true;
+        *self.removed.lock() = true;
         drop(self.emerg.lock().take());
         self.control_work.flush();
         self.config_work.flush();
@@ -459,7 +473,7 @@ impl PortsDevice {
 
     /// Handles every control message the host has sent, in order. Process context.
     fn handle_control(&self) {
-        let removed = self.control.lock();
+        let removed = self.removed.lock();
         if *removed {
             return;
         }

@@ -603,7 +603,7 @@ mod tests {
         // Assertions wait until the work item may run again: a failed one ends the case.
         let mut posted = 0;
         let mut back = [0; 3];
-        let work = pd.control.lock();
+        let work = pd.removed.lock();
         for b in back.iter_mut() {
             for _ in 0..QSIZE {
                 posted += u32::from(h.post_raw(&message(posted), 8));
