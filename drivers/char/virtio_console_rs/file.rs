@@ -2,7 +2,7 @@
 
 //! The file operations of `/dev/vportNpM`.
 
-use crate::port::Port;
+use crate::{port::Port, tx_pool::reuse_or_alloc};
 use kernel::{
     chrdev::{FasyncReply, FasyncRequest, FileOperations},
     fs::{file::flags::O_NONBLOCK, File},
@@ -39,12 +39,14 @@ impl FileOperations for PortFile {
 
     fn write(port: ArcBorrow<'_, Port>, file: &File, src: &mut IovIterSource<'_>) -> Result<usize> {
         let nonblock = file.flags() & O_NONBLOCK != 0;
-        port.write(src.len(), nonblock, |max, spare| match spare {
-            Some(mut buf) if buf.capacity() >= max => {
-                buf.refill_from_iov(src, max)?;
-                Ok(buf)
-            }
-            _ => Buffer::from_iov(src, max, GFP_KERNEL),
+        port.write(src.len(), nonblock, |max, spare| {
+            reuse_or_alloc(
+                spare,
+                max,
+                src,
+                |buf, src| buf.refill_from_iov(src, max).map(|_| ()),
+                |src| Buffer::from_iov(src, max, GFP_KERNEL),
+            )
         })
     }
 

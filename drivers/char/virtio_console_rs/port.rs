@@ -6,7 +6,7 @@
 use crate::{
     control::Event,
     control_tx::DeviceLink,
-    tx_pool::{Pool, PoolItem},
+    tx_pool::{reuse_or_alloc, Pool, PoolItem},
 };
 use kernel::{
     chrdev::{band, FasyncQueue},
@@ -808,16 +808,16 @@ impl Port {
             // The host consumed something: try again.
             st.console_dropping = false;
         }
-        let buf = match st.tx_pool.take() {
-            Some(mut buf) if buf.capacity() >= data.len() => {
+        let buf = reuse_or_alloc(
+            st.tx_pool.take(),
+            data.len(),
+            data,
+            |buf, data| {
                 buf.refill_from_slice(data);
-                buf
-            }
-            _ => match Buffer::from_slice(data, GFP_ATOMIC | __GFP_NOWARN) {
-                Ok(buf) => buf,
-                Err(_) => return Err(ENOMEM),
+                Ok(())
             },
-        };
+            |data| Buffer::from_slice(data, GFP_ATOMIC | __GFP_NOWARN).map_err(|_| ENOMEM),
+        )?;
         match q.add_outbuf(buf) {
             Ok(()) => {
                 q.kick();

@@ -81,6 +81,25 @@ impl<T: PoolItem> Pool<T> {
     }
 }
 
+/// Reuses `spare` (an item taken from a [`Pool`]) if it holds at least `len` bytes, filling it
+/// from `src` with `refill`; otherwise drops it and makes a new item from `src` with `alloc`.
+/// If `refill` fails, the item is dropped and its error returned.
+pub(crate) fn reuse_or_alloc<T: PoolItem, S>(
+    spare: Option<T>,
+    len: usize,
+    src: S,
+    refill: impl FnOnce(&mut T, S) -> Result,
+    alloc: impl FnOnce(S) -> Result<T>,
+) -> Result<T> {
+    match spare {
+        Some(mut item) if item.bytes() >= len => {
+            refill(&mut item, src)?;
+            Ok(item)
+        }
+        _ => alloc(src),
+    }
+}
+
 #[kunit_tests(virtio_console_rs_tx_pool)]
 mod tests {
     use super::*;
@@ -158,6 +177,36 @@ mod tests {
         let mut p = Pool::new(0, 100, GFP_KERNEL)?;
         assert_eq!(p.put(Item(7)), Err(Item(7)));
         assert_eq!((p.len(), p.bytes()), (0, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn reuse_or_alloc_reuses_only_a_large_enough_item() -> Result {
+        let refill = |item: &mut Item, add: usize| {
+            item.0 += add;
+            Ok(())
+        };
+        let alloc = |add: usize| Ok(Item(add));
+        // Large enough (exactly, or more): reused and filled, nothing allocated.
+        assert_eq!(
+            reuse_or_alloc(Some(Item(8)), 8, 1000, refill, |_| Err(ENOMEM)),
+            Ok(Item(1008))
+        );
+        assert_eq!(
+            reuse_or_alloc(Some(Item(9)), 8, 1000, refill, |_| Err(ENOMEM)),
+            Ok(Item(1009))
+        );
+        // Too small, or none: a new item, the spare not filled.
+        assert_eq!(
+            reuse_or_alloc(Some(Item(7)), 8, 8, refill, alloc),
+            Ok(Item(8))
+        );
+        assert_eq!(reuse_or_alloc(None, 8, 8, refill, alloc), Ok(Item(8)));
+        // A failed refill is the result; no allocation is tried.
+        assert_eq!(
+            reuse_or_alloc(Some(Item(8)), 8, 8, |_, _| Err(EFAULT), alloc),
+            Err(EFAULT)
+        );
         Ok(())
     }
 }
