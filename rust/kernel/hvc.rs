@@ -332,6 +332,15 @@ pub mod testing {
     pub fn put_chars(vtermno: u32, buf: &[u8]) -> isize {
         super::put_chars(vtermno, buf.as_ptr(), buf.len())
     }
+
+    /// What the core's `notifier_add` returns when the tty of `vtermno` is first opened: 0, or
+    /// `-EINVAL` once the terminal is gone (the open then fails).
+    pub fn notifier_add(vtermno: u32) -> crate::ffi::c_int {
+        match super::open_terminal(vtermno) {
+            Ok(_) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
 }
 
 extern "C" fn get_chars(vtermno: u32, buf: *mut u8, count: usize) -> isize {
@@ -354,18 +363,30 @@ extern "C" fn put_chars(vtermno: u32, buf: *const u8, count: usize) -> isize {
     }
 }
 
+/// What opening the tty of `vtermno` finds: its window size to push to the tty (`None` when
+/// resizing is off), or `EINVAL` if the terminal is gone (its [`Registration`] was dropped,
+/// while a tty still held the `hvc_struct`), as the C virtio console's `notifier_add_vio`
+/// fails for a port it no longer finds.
+fn open_terminal(vtermno: u32) -> Result<Option<(u16, u16)>> {
+    let table = TABLE.as_ref().ok_or(EINVAL)?;
+    let entries = table.entries.lock();
+    let e = entries
+        .iter()
+        .find(|e| e.vtermno == vtermno && !e.closed)
+        .ok_or(EINVAL)?;
+    Ok(e.resize_enabled.then_some(e.size))
+}
+
+/// `hvc_open` calls this for the first opener of a tty; a non-zero return fails the open.
 extern "C" fn notifier_add(hp: *mut bindings::hvc_struct, _data: c_int) -> c_int {
     // SAFETY: The core passes a live `hp` that it holds a reference on.
     let vtermno = unsafe { bindings::hvc_vtermno(hp) };
+    let size = match open_terminal(vtermno) {
+        Ok(size) => size,
+        Err(e) => return e.to_errno(),
+    };
     // SAFETY: As above.
     unsafe { bindings::hvc_set_irq_requested(hp, 1) };
-    let size = TABLE.as_ref().and_then(|t| {
-        t.entries
-            .lock()
-            .iter()
-            .find(|e| e.vtermno == vtermno && e.resize_enabled)
-            .map(|e| e.size)
-    });
     if let Some((rows, cols)) = size {
         // SAFETY: As above; no table lock is held here.
         unsafe { bindings::hvc_resize(hp, rows, cols) };

@@ -139,4 +139,17 @@ mod tests {
         );
         Ok(())
     }
+
+    /// Opening the tty of a terminal whose registration is gone fails with `EINVAL` (the hvc
+    /// core then fails the open), as with the C driver's `notifier_add_vio`; a live terminal
+    /// opens.
+    #[test]
+    fn opening_a_removed_terminal_fails() -> Result {
+        let backend = held_backend(false)?;
+        let reg = hvc::Registration::new(VTERMNO, backend, 16, false)?;
+        assert_eq!(hvc::testing::notifier_add(VTERMNO), 0);
+        drop(reg);
+        assert_eq!(hvc::testing::notifier_add(VTERMNO), EINVAL.to_errno());
+        Ok(())
+    }
 }

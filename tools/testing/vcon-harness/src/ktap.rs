@@ -36,7 +36,7 @@ pub const REQUIRED_SUITES: [(&str, usize); 11] = [
     ("virtio_console_rs_fake_random", 1),
     ("virtio_console_rs_virtio_adapter", 5),
     ("virtio_console_rs_protocol_model", 3),
-    ("virtio_console_rs_hvc", 2),
+    ("virtio_console_rs_hvc", 3),
 ];
 
 /// Checks that every suite of `required` ran, with at least its number of passed cases,
