@@ -5,7 +5,6 @@
 use crate::{
     control::{self, Event, HostMessage},
     control_tx::DeviceLink,
-    debugfs_fmt,
     emerg::{self, Emerg},
     fifo::Fifo,
     file::PortFile,
@@ -651,7 +650,7 @@ impl PortsDevice {
             entry.debugfs = KBox::pin_init(
                 self.globals
                     .debugfs
-                    .read_callback_file(&name, port.clone(), &debugfs_fmt::show),
+                    .read_binary_file(&name, port.clone()),
                 GFP_KERNEL,
             )
             .ok();

@@ -28,7 +28,7 @@ pub struct Suite {
 pub const REQUIRED_SUITES: [(&str, usize); 11] = [
     ("rust_doctests_kernel", 366),
     ("virtio_console_rs_control", 7),
-    ("virtio_console_rs_debugfs", 2),
+    ("virtio_console_rs_debugfs", 3),
     ("virtio_console_rs_ratelimit", 1),
     ("virtio_console_rs_fifo", 4),
     ("virtio_console_rs_tx_pool", 5),
