@@ -52,6 +52,8 @@ struct virtio_test_device {
 	size_t config_len;
 	u8 *config;
 	struct vtd_queue queues[VTD_MAX_QUEUES];
+	/* queues to mark broken when find_vqs next creates them */
+	DECLARE_BITMAP(break_on_find, VTD_MAX_QUEUES);
 };
 
 static struct virtio_test_device *to_vtd(struct virtio_device *vdev)
@@ -156,6 +158,8 @@ static int vtd_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 					    vqs_info[i].name);
 		if (!vq)
 			goto fail;
+		if (test_and_clear_bit(idx, tdev->break_on_find))
+			__virtqueue_break(vq);
 		spin_lock_irq(&tdev->lock);
 		tdev->queues[idx] = (struct vtd_queue){ .vq = vq };
 		tdev->nr_queues = idx + 1;
@@ -746,6 +750,28 @@ int virtio_test_device_break_queue(struct virtio_test_device *tdev,
 	return vq ? 0 : -ENODEV;
 }
 EXPORT_SYMBOL_GPL(virtio_test_device_break_queue);
+
+/**
+ * virtio_test_device_break_queue_on_find() - mark a virtqueue broken when it
+ * is next created
+ * @tdev: the device
+ * @q: queue index
+ *
+ * The next find_vqs (a probe, or a restore after a freeze) creates queue @q
+ * broken, so the driver's first operations on it fail; later ones create it
+ * working again.
+ *
+ * Return: 0, or -EINVAL if @q is beyond the queues a device can have.
+ */
+int virtio_test_device_break_queue_on_find(struct virtio_test_device *tdev,
+					   unsigned int q)
+{
+	if (q >= VTD_MAX_QUEUES)
+		return -EINVAL;
+	set_bit(q, tdev->break_on_find);
+	return 0;
+}
+EXPORT_SYMBOL_GPL(virtio_test_device_break_queue_on_find);
 
 #ifdef CONFIG_PM_SLEEP
 /* Runs a PM step of the virtio core as the PM core would: device lock held. */

@@ -69,6 +69,8 @@ void virtio_test_device_config_write(struct virtio_test_device *tdev,
 				     size_t len);
 int virtio_test_device_break_queue(struct virtio_test_device *tdev,
 				   unsigned int q);
+int virtio_test_device_break_queue_on_find(struct virtio_test_device *tdev,
+					   unsigned int q);
 int virtio_test_device_freeze(struct virtio_test_device *tdev);
 int virtio_test_device_restore(struct virtio_test_device *tdev);
 int virtio_test_device_reset_prepare(struct virtio_test_device *tdev);

@@ -350,11 +350,17 @@ impl PortsDevice {
     pub(crate) fn restore(&self, vdev: &virtio::Device<Bound>) -> Result {
         let ports = self.ports_snapshot()?;
         vdev.device_ready();
+        // As the C driver, a queue that cannot be refilled does not stop the restore: the
+        // other ports come back all the same. Unlike it, the failure is logged.
         if self.multiport {
-            self.fill_control_rx()?;
+            if let Err(e) = self.fill_control_rx() {
+                dev_err!(vdev.as_ref(), "Error {:?} refilling the control queue\n", e);
+            }
         }
         for port in ports.iter() {
-            port.fill_rx()?;
+            if let Err(e) = port.fill_rx() {
+                dev_err!(vdev.as_ref(), "Error {:?} refilling port {}\n", e, port.id);
+            }
             port.send_control(Event::PortReady, 1);
             if port.state.lock().guest_connected {
                 port.send_control(Event::PortOpen, 1);
@@ -648,9 +654,7 @@ impl PortsDevice {
             }
             // debugfs is best effort, as in the C driver.
             entry.debugfs = KBox::pin_init(
-                self.globals
-                    .debugfs
-                    .read_binary_file(&name, port.clone()),
+                self.globals.debugfs.read_binary_file(&name, port.clone()),
                 GFP_KERNEL,
             )
             .ok();

@@ -750,6 +750,42 @@ mod tests {
         Ok(())
     }
 
+    /// A queue that cannot be refilled at restore does not stop it: as the C driver's
+    /// `virtcons_restore`, the other ports get their buffers and every port is announced again.
+    #[test]
+    fn restore_goes_on_past_a_queue_it_cannot_refill() -> Result {
+        let h = Host::new(F_MULTIPORT, 4)?;
+        let (p1, p2) = (h.open_port(1)?, h.open_port(2)?);
+        h.replies();
+        // Port 1's receive queue comes back broken, then (at the next restore) the control
+        // receive queue. The results are checked once the device is gone: a failed assertion
+        // ends the case at once, and must not leave a device behind.
+        let mut rounds = KVec::new();
+        for broken in [4, C_IVQ] {
+            h.dev().freeze()?;
+            h.dev().break_queue_on_find(broken)?;
+            let restored = h.dev().restore();
+            let pending = [4, 6, C_IVQ].map(|q| h.dev().pending(q));
+            rounds.push((restored, pending, h.replies()), GFP_KERNEL)?;
+        }
+        p1.release();
+        p2.release();
+        drop(h);
+        let announced = [
+            (1, EV_PORT_READY, 1),
+            (1, EV_PORT_OPEN, 1),
+            (2, EV_PORT_READY, 1),
+            (2, EV_PORT_OPEN, 1),
+        ];
+        let expected = [[0, QSIZE, QSIZE], [QSIZE, QSIZE, 0]];
+        for ((restored, pending, replies), expected) in rounds.iter().zip(expected) {
+            assert_eq!(*restored, Ok(()));
+            assert_eq!(*pending, expected);
+            assert_eq!(&replies[..], &announced[..]);
+        }
+        Ok(())
+    }
+
     #[test]
     fn console_removed_right_after_a_resize() -> Result {
         // A resize schedules the hvc core's `tty_resize` work; with no tty open, removing the

@@ -299,6 +299,14 @@ impl TestDevice {
         // SAFETY: `raw()` is valid by the type invariant.
         to_result(unsafe { bindings::virtio_test_device_break_queue(self.raw(), q) })
     }
+
+    /// Makes the next `find_vqs` (a probe, or a restore after a freeze) create queue `q`
+    /// broken, so the driver's first operations on it fail. Fails with `EINVAL` for a queue
+    /// index beyond what a device can have.
+    pub fn break_queue_on_find(&self, q: u32) -> Result {
+        // SAFETY: `raw()` is valid by the type invariant.
+        to_result(unsafe { bindings::virtio_test_device_break_queue_on_find(self.raw(), q) })
+    }
 }
 
 /// Whether local interrupts are off on this CPU (`irqs_disabled()`), for tests of the context a
