@@ -8,10 +8,10 @@ use crate::{
     fifo::Fifo,
     file::PortFile,
     port::{DeviceLink, Port, RX_BUF_SIZE},
+    port_table::PortTable,
     ConsoleDroppedAttr, Globals, NameAttr,
 };
 use kernel::{
-    alloc::kvec::PushError,
     chrdev::{Cdev, Region},
     debugfs,
     device::{Bound, Core},
@@ -141,8 +141,8 @@ impl Drop for PortEntry {
 ///
 /// - `ports` is an IRQ-safe spinlock: the queue interrupts look ports up in it (the hvc
 ///   console is polled after it is released, under the console's own lock, see
-///   [`ConsoleSlot`]). Entries are added and taken out under it, but always dropped outside
-///   it, since dropping one sleeps. It nests outside the ports' `state` locks and the
+///   [`ConsoleSlot`]). Entries are added and taken out under it, but always allocated and
+///   dropped outside it (the table itself is allocated at probe, see [`PortTable`]). It nests outside the ports' `state` locks and the
 ///   consoles' locks.
 /// - `incoming` is an IRQ-safe spinlock: the control queue interrupt fills it, the work item
 ///   empties it. It nests outside the control receive queue's lock, so messages enter it in
@@ -161,7 +161,7 @@ pub(crate) struct PortsDevice {
     region: Region,
     vqs: KVec<Arc<Virtqueue>>,
     #[pin]
-    ports: SpinLockIrq<KVec<PortEntry>>,
+    ports: SpinLockIrq<PortTable<PortEntry>>,
     #[pin]
     incoming: SpinLockIrq<Fifo<Incoming>>,
     #[pin]
@@ -217,6 +217,7 @@ impl PortsDevice {
             }
         }
         let region = Region::new(c"virtio-portsdev", max_nr_ports)?;
+        let table = PortTable::new(max_nr_ports)?;
 
         let n = control::nr_queues(multiport, max_nr_ports);
         let mut infos = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -286,7 +287,7 @@ impl PortsDevice {
                 index: vdev.index(),
                 region,
                 vqs,
-                ports <- new_spinlock_irq!(KVec::new()),
+                ports <- new_spinlock_irq!(table),
                 incoming <- new_spinlock_irq!(incoming),
                 control <- new_mutex!(false),
                 emerg <- new_mutex!(emerg),
@@ -342,10 +343,13 @@ impl PortsDevice {
         drop(self.emerg.lock().take());
         self.control_work.flush();
         self.config_work.flush();
-        let entries = core::mem::take(&mut *self.ports.lock());
-        for entry in entries {
-            Self::unplug_entry(entry);
+        let mut entries = core::mem::replace(&mut *self.ports.lock(), PortTable::empty());
+        for id in 0..self.max_nr_ports {
+            if let Some(entry) = entries.take(id) {
+                Self::unplug_entry(entry);
+            }
         }
+        drop(entries);
     }
 
     /// The live ports, in table order.
@@ -408,10 +412,10 @@ impl PortsDevice {
                     let _ = system_percpu().enqueue::<Arc<Self>, 0>(self.clone());
                 }
             }
-            Some((id, rx)) => {
+            Some(_) => {
                 let console = {
                     let ports = self.ports.lock();
-                    let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+                    let Some((entry, rx)) = ports.of_queue(index) else {
                         drop(ports);
                         self.flush_used(index);
                         return;
@@ -463,11 +467,7 @@ impl PortsDevice {
         let cols = config.read_u16(CONFIG_COLS);
         let rows = config.read_u16(CONFIG_ROWS);
         let ports = self.ports.lock();
-        if let Some(console) = ports
-            .iter()
-            .find(|e| e.port.id == 0)
-            .and_then(|e| e.console.as_ref())
-        {
+        if let Some(console) = ports.get(0).and_then(|e| e.console.as_ref()) {
             console.with(|c| c.resize(rows, cols));
         }
     }
@@ -538,15 +538,11 @@ impl PortsDevice {
     }
 
     fn has_port(&self, id: u32) -> bool {
-        self.ports.lock().iter().any(|e| e.port.id == id)
+        self.ports.lock().get(id).is_some()
     }
 
     fn find_port(&self, id: u32) -> Option<Arc<Port>> {
-        self.ports
-            .lock()
-            .iter()
-            .find(|e| e.port.id == id)
-            .map(|e| e.port.clone())
+        self.ports.lock().get(id).map(|e| e.port.clone())
     }
 
     fn handle_message(&self, buf: &[u8]) {
@@ -578,14 +574,10 @@ impl PortsDevice {
                 }
             }
             HostMessage::PortRemove { id } => {
-                let entry = {
-                    let mut ports = self.ports.lock();
-                    let pos = ports.iter().position(|e| e.port.id == id);
-                    pos.map(|i| ports.remove(i))
-                };
+                let entry = self.ports.lock().take(id);
                 match entry {
-                    Some(Ok(entry)) => Self::unplug_entry(entry),
-                    _ => self.unknown_port(id),
+                    Some(entry) => Self::unplug_entry(entry),
+                    None => self.unknown_port(id),
                 }
             }
             HostMessage::ConsolePort { id, console } => {
@@ -598,7 +590,7 @@ impl PortsDevice {
             }
             HostMessage::Resize { id, cols, rows } => {
                 let ports = self.ports.lock();
-                let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+                let Some(entry) = ports.get(id) else {
                     drop(ports);
                     return self.unknown_port(id);
                 };
@@ -648,14 +640,17 @@ impl PortsDevice {
         let out_vq = self.vqs.get(tx as usize).ok_or(EINVAL)?.clone();
         let devt = self.region.devt(id).ok_or(EINVAL)?;
         let port = Port::new(id, self.link.clone(), in_vq, out_vq)?;
-        let mut entry = PortEntry {
+        let mut entry = KBox::new(
+            PortEntry {
             port: port.clone(),
             console: None,
             vtermno: None,
             debugfs: None,
-            classdev: None,
-            cdev: None,
-        };
+                classdev: None,
+                cdev: None,
+            },
+            GFP_KERNEL,
+        )?;
         let setup = (|| -> Result {
             entry.cdev = Some(Cdev::new(
                 devt,
@@ -703,22 +698,15 @@ impl PortsDevice {
         Ok(())
     }
 
-    /// Adds an entry to the port table. On failure the port is unplugged and the entry
-    /// dropped, outside the lock.
-    fn insert_entry(&self, entry: PortEntry) -> Result {
-        let mut ports = self.ports.lock();
-        // Atomic allocation: the lock disables interrupts.
-        if let Err(e) = ports.reserve(1, GFP_ATOMIC) {
-            drop(ports);
+    /// Adds an entry to the port table, which allocates nothing. On failure (the id is out of
+    /// range or taken: callers check both first) the port is unplugged and the entry dropped,
+    /// outside the lock.
+    fn insert_entry(&self, entry: KBox<PortEntry>) -> Result {
+        let id = entry.port.id;
+        let ret = self.ports.lock().insert(id, entry);
+        if let Err(entry) = ret {
             Self::unplug_entry(entry);
-            return Err(e.into());
-        }
-        let ret = ports.push_within_capacity(entry);
-        drop(ports);
-        if let Err(PushError(entry)) = ret {
-            // Unreachable after `reserve`; still, never drop an entry under the lock.
-            Self::unplug_entry(entry);
-            return Err(ENOMEM);
+            return Err(EEXIST);
         }
         Ok(())
     }
@@ -728,7 +716,7 @@ impl PortsDevice {
     fn make_console(&self, id: u32) {
         let port = {
             let ports = self.ports.lock();
-            let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+            let Some(entry) = ports.get(id) else {
                 return;
             };
             if entry.console.is_some() {
@@ -743,7 +731,7 @@ impl PortsDevice {
             Ok((console, vtermno)) => {
                 let mut ports = self.ports.lock();
                 // Only this (serialised) work item removes entries, so it is still there.
-                if let Some(entry) = ports.iter_mut().find(|e| e.port.id == id) {
+                if let Some(entry) = ports.get_mut(id) {
                     entry.console = Some(console);
                     entry.vtermno = Some(vtermno);
                     return;
@@ -786,12 +774,7 @@ impl PortsDevice {
         };
         port.state.lock().name = Some(cname);
         // Sysfs calls sleep: work on a reference to the class device, outside the lock.
-        let classdev = self
-            .ports
-            .lock()
-            .iter()
-            .find(|e| e.port.id == id)
-            .and_then(|e| e.classdev.clone());
+        let classdev = self.ports.lock().get(id).and_then(|e| e.classdev.clone());
         if let Some(classdev) = classdev {
             if let Err(e) = classdev.add_attribute::<NameAttr>() {
                 dev_err!(
@@ -806,7 +789,7 @@ impl PortsDevice {
     }
 
     /// Takes a port out of service; the entry is dropped here, outside any lock.
-    fn unplug_entry(mut entry: PortEntry) {
+    fn unplug_entry(mut entry: KBox<PortEntry>) {
         entry.port.unplug();
         // Console first, then its number, then the device nodes.
         if let Some(console) = entry.console.take() {

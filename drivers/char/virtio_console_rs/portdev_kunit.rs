@@ -255,8 +255,7 @@ impl Host {
         let pd = self.pd()?;
         let ports = pd.ports.lock();
         let size = ports
-            .iter()
-            .find(|e| e.port.id == id)?
+            .get(id)?
             .console
             .as_ref()
             .and_then(|c| c.with(|c| c.window_size()));
