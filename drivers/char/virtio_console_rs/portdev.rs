@@ -394,7 +394,11 @@ impl PortsDevice {
             self.fill_control_rx()?;
         }
         for port in ports.iter() {
-            port.fill_rx()?;
+            // Only the ports that had lent buffers before the freeze (opened once, or
+            // consoles): an idle port stays free of them.
+            if port.rx_filled() {
+                port.fill_rx()?;
+            }
             port.send_control(Event::PortReady, 1);
             if port.state.lock().guest_connected {
                 port.send_control(Event::PortOpen, 1);
@@ -671,7 +675,7 @@ impl PortsDevice {
             if let Some(classdev) = &entry.classdev {
                 classdev.add_attribute::<ConsoleDroppedAttr>()?;
             }
-            port.fill_rx()?;
+            // No receive buffers yet: the first open (or `attach_console`) lends them.
             if !self.multiport {
                 let (reg, vtermno) = self.attach_console(&port)?;
                 entry.vtermno = Some(vtermno);
@@ -747,8 +751,10 @@ impl PortsDevice {
         }
     }
 
-    /// Registers `port` as an hvc console with a fresh vtermno and tells the host.
+    /// Registers `port` as an hvc console with a fresh vtermno and tells the host. A console
+    /// is open for good, so its receive queue is filled at once.
     fn attach_console(&self, port: &Arc<Port>) -> Result<(hvc::Registration<Port>, IdaId)> {
+        port.fill_rx()?;
         let vtermno = Ida::alloc_min(&self.globals.vtermnos, 1)?;
         let resize = self.link.vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE);
         let reg = hvc::Registration::new(vtermno.id(), port.clone(), RX_BUF_SIZE, resize)?;
