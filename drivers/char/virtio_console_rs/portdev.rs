@@ -698,6 +698,18 @@ impl PortsDevice {
         }
         self.insert_entry(entry)?;
         port.set_in_table();
+        // The host answers each PORT_READY with up to three messages (CONSOLE_PORT, PORT_NAME,
+        // PORT_OPEN) and drops those that find no receive buffer. A host that takes several
+        // PORT_READYs at once (many ports announced together: up to 31 at DEVICE_READY, and
+        // QEMU with ioeventfd handles the control queue after the guest has gone on) answers
+        // them all in one go, more than its 32-entry control queue holds: the C driver waits
+        // for each message to be taken. Here a PORT_READY waits only until the host has taken
+        // the messages before it, so at most one is outstanding and the answers come one port
+        // at a time; a host that takes each message at once never makes it wait.
+        if !self.link.wait_control_taken() {
+            self.link
+                .warn(fmt!("control messages before PORT_READY {id} not taken by the host"));
+        }
         port.send_control(Event::PortReady, 1);
         Ok(())
     }

@@ -96,6 +96,15 @@ impl crate::ConsoleBinding for FakeConsole {
     }
 }
 
+/// The end of a flush of the control work item, for [`Host::settle`].
+#[pin_data]
+struct Flushed {
+    #[pin]
+    done: SpinLock<bool>,
+    #[pin]
+    cv: kernel::sync::CondVar,
+}
+
 /// A control message as the guest sent it: id, event, value.
 type Reply = (u32, u16, u16);
 
@@ -156,10 +165,45 @@ impl Host {
         self.ctx.bound.lock().clone()
     }
 
-    /// Waits until the driver has handled every control message sent so far.
+    /// Waits until the driver has handled every control message sent so far, taking the
+    /// control messages the driver sends meanwhile (kept for [`Host::replies`]), as QEMU does:
+    /// the driver waits for the host to take each PORT_READY.
     fn settle(&self) {
-        if let Some(pd) = self.pd() {
+        let Some(pd) = self.pd() else {
+            return;
+        };
+        let flushed = Arc::pin_init(
+            pin_init!(Flushed {
+                done <- kernel::new_spinlock!(false),
+                cv <- kernel::new_condvar!(),
+            }),
+            GFP_KERNEL,
+        );
+        let Ok(flushed) = flushed else {
+            // No memory for a second thread: each PORT_READY then waits its full time.
             pd.control_work.flush();
+            return;
+        };
+        let (p, f) = (pd.clone(), flushed.clone());
+        let spawned = spawn(move || {
+            p.control_work.flush();
+            *f.done.lock() = true;
+            f.cv.notify_all();
+        });
+        if spawned.is_err() {
+            pd.control_work.flush();
+            return;
+        }
+        // Woken at once when the flush ends; every tick meanwhile, the driver's messages are
+        // taken.
+        let mut done = flushed.done.lock();
+        while !*done {
+            drop(done);
+            self.collect_replies();
+            done = flushed.done.lock();
+            if !*done {
+                let _ = flushed.cv.wait_interruptible_timeout(&mut done, 1);
+            }
         }
     }
 
