@@ -646,10 +646,10 @@ impl PortsDevice {
         let port = Port::new(id, self.link.clone(), in_vq, out_vq)?;
         let mut entry = KBox::new(
             PortEntry {
-            port: port.clone(),
-            console: None,
-            vtermno: None,
-            debugfs: None,
+                port: port.clone(),
+                console: None,
+                vtermno: None,
+                debugfs: None,
                 classdev: None,
                 cdev: None,
             },
@@ -707,8 +707,9 @@ impl PortsDevice {
         // the messages before it, so at most one is outstanding and the answers come one port
         // at a time; a host that takes each message at once never makes it wait.
         if !self.link.wait_control_taken() {
-            self.link
-                .warn(fmt!("control messages before PORT_READY {id} not taken by the host"));
+            self.link.warn(fmt!(
+                "control messages before PORT_READY {id} not taken by the host"
+            ));
         }
         port.send_control(Event::PortReady, 1);
         Ok(())
