@@ -73,31 +73,39 @@ impl DeviceLink {
     /// is empty": another sender may reclaim this message's buffer along with its own, so the
     /// buffer itself cannot be watched; an empty ring means it was consumed.
     pub(crate) fn send_control_consumed(&self, id: u32, event: Event, value: u16) {
-        let Some(vq) = &self.c_ovq else {
-            return;
-        };
         if !self.queue_control(id, event, value) {
             return;
         }
+        if !self.wait_control_taken() {
+            self.warn(fmt!(
+                "control message {:?} for port {} not taken by the host",
+                event,
+                id
+            ));
+        }
+    }
+
+    /// Waits until the host has taken every control message sent so far (see
+    /// [`DeviceLink::send_control_consumed`]), sleeping between looks, for at most
+    /// [`CONTROL_WAIT_MS`]; returns whether it has. Process context.
+    pub(crate) fn wait_control_taken(&self) -> bool {
+        let Some(vq) = &self.c_ovq else {
+            return true;
+        };
         let start = Instant::<Monotonic>::now();
         loop {
             {
                 let mut q = vq.lock();
                 while q.get_buf().is_some() {}
                 if q.num_free() == vq.size() || q.is_broken() {
-                    return;
+                    return true;
                 }
             }
             if start.elapsed().as_millis() >= CONTROL_WAIT_MS {
-                break;
+                return false;
             }
             fsleep(Delta::from_micros(100));
         }
-        self.warn(fmt!(
-            "control message {:?} for port {} not taken by the host",
-            event,
-            id
-        ));
     }
 
     /// Queues a control message (see [`DeviceLink::send_control`]); returns whether it was.

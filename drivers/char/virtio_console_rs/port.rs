@@ -62,6 +62,9 @@ pub(crate) struct PortState {
     writers_asleep: u32,
     /// A file (or the console) has the port open.
     pub(crate) guest_connected: bool,
+    /// The port has lent receive buffers to its queue: at its first open, or at once for a
+    /// console (see [`Port::fill_rx`]). A restore refills only such ports.
+    rx_filled: bool,
     /// The host end is open.
     pub(crate) host_connected: bool,
     /// The transmit ring was full after the last send.
@@ -191,6 +194,7 @@ impl Port {
                     reader_refused: false,
                     writers_asleep: 0,
                     guest_connected: false,
+                    rx_filled: false,
                     host_connected: false,
                     outvq_full: false,
                     tx_armed: false,
@@ -224,26 +228,48 @@ impl Port {
         self.state.lock().in_table = true;
     }
 
+    /// Whether the port has lent receive buffers to its queue (see [`PortState::rx_filled`]).
+    pub(crate) fn rx_filled(&self) -> bool {
+        self.state.lock().rx_filled
+    }
+
     /// Fills the receive queue with buffers. A queue that is already full (after an unplug and
-    /// re-plug the old buffers are still there) is fine.
+    /// re-plug the old buffers are still there) is fine. Process context.
+    ///
+    /// The buffers are allocated first, outside any lock, and all put on the queue at once
+    /// under `state`, unless the port was unplugged meanwhile: its queue may belong to a
+    /// re-plugged port with the same id by then. Fails with `ENOMEM` (nothing is left on the
+    /// queue), or `ENODEV` if the port was unplugged.
+    ///
+    /// Only a port that is opened (or a console) fills its queue: an idle port holds no
+    /// buffers, and the host sends no data to a port the guest has not opened (QEMU's
+    /// `virtio_serial_guest_ready` checks `guest_connected`; the C driver drops it anyway).
     pub(crate) fn fill_rx(&self) -> Result {
-        let mut added = 0;
-        loop {
-            let buf = Buffer::new(RX_BUF_SIZE, GFP_KERNEL)?;
-            let mut q = self.in_vq.lock();
-            if q.num_free() == 0 {
-                break;
-            }
-            if let Err(e) = q.add_inbuf(buf) {
-                if added == 0 && e.error != ENOSPC {
-                    return Err(e.error);
-                }
-                break;
-            }
-            added += 1;
+        let want = self.in_vq.lock().num_free() as usize;
+        let mut bufs = KVec::with_capacity(want, GFP_KERNEL)?;
+        for _ in 0..want {
+            // Cannot fail: the capacity was reserved above.
+            let _ = bufs.push_within_capacity(Buffer::new(RX_BUF_SIZE, GFP_KERNEL)?);
         }
+        let mut guard = self.state.lock();
+        if guard.unplugged {
+            drop(guard);
+            return Err(ENODEV);
+        }
+        let (st, mut q) = self.in_vq.lock_inside(&mut guard);
+        let mut added = 0;
+        for buf in bufs.drain_all() {
+            match q.add_inbuf(buf) {
+                Ok(()) => added += 1,
+                // The queue is full: the rest is freed.
+                Err(e) if e.error == ENOSPC => break,
+                Err(e) if added == 0 && want > 0 => return Err(e.error),
+                Err(_) => break,
+            }
+        }
+        st.rx_filled = true;
         if added > 0 {
-            self.in_vq.lock().kick();
+            q.kick();
         }
         Ok(())
     }
@@ -649,7 +675,7 @@ impl Port {
     /// Opens the port for a file: `EBUSY` if already open, `ENXIO` if not (or no longer) in
     /// its device's table or a console.
     pub(crate) fn open(&self) -> Result {
-        {
+        let filled = {
             let mut st = self.state.lock();
             if st.unplugged || !st.in_table {
                 return Err(ENXIO);
@@ -663,6 +689,15 @@ impl Port {
             }
             st.guest_connected = true;
             self.reclaim_tx(&mut st);
+            st.rx_filled
+        };
+        // The first open lends the queue its receive buffers (see [`Port::fill_rx`]); if that
+        // fails, so does the open, with nothing left on the queue.
+        if !filled {
+            if let Err(e) = self.fill_rx() {
+                self.state.lock().guest_connected = false;
+                return Err(e);
+            }
         }
         // Data written right after `open()` must not reach the host before it knows the port
         // is open (a chardev backend may drop data for a closed port): wait until the host
@@ -674,6 +709,10 @@ impl Port {
     }
 
     /// The file was closed: tell the host and drop unread input.
+    ///
+    /// The port keeps its receive buffers, as the C driver does: a virtqueue gives back
+    /// buffers the device has not used only once the device is reset (`detach_unused_buf`),
+    /// so they cannot be taken back from a live queue, and the next open finds them there.
     pub(crate) fn release(&self) {
         self.send_control(Event::PortOpen, 0);
         let mut st = self.state.lock();

@@ -9,10 +9,10 @@ use crate::{
     fifo::Fifo,
     file::PortFile,
     port::{Port, RX_BUF_SIZE},
+    port_table::PortTable,
     ConsoleDroppedAttr, Globals, NameAttr,
 };
 use kernel::{
-    alloc::kvec::PushError,
     chrdev::{Cdev, Region},
     debugfs,
     device::{Bound, Core},
@@ -125,8 +125,9 @@ impl Drop for PortEntry {
 ///
 /// - `ports`: the queue interrupts look ports up in it (the hvc console is polled after it is
 ///   released, under the console's own lock, see [`ConsoleSlot`]). Entries are added and taken
-///   out under it, but always dropped outside it, since dropping one sleeps. It nests outside
-///   the ports' `state` locks and the consoles' locks.
+///   out under it, but always allocated and dropped outside it, since dropping one sleeps (the
+///   table itself is allocated at probe, see [`PortTable`]). It nests outside the ports'
+///   `state` locks and the consoles' locks.
 /// - `incoming`: the control queue interrupt fills it, the work item empties it. It nests
 ///   outside the control receive queue's lock, so messages enter it in the order the host sent
 ///   them.
@@ -144,7 +145,7 @@ pub(crate) struct PortsDevice {
     region: Region,
     vqs: KVec<Arc<Virtqueue>>,
     #[pin]
-    ports: SpinLockIrq<KVec<PortEntry>>,
+    ports: SpinLockIrq<PortTable<PortEntry>>,
     #[pin]
     incoming: SpinLockIrq<Fifo<Incoming>>,
     /// The device is being removed: the control work item handles no more messages.
@@ -201,6 +202,7 @@ impl PortsDevice {
             }
         }
         let region = Region::new(c"virtio-portsdev", max_nr_ports)?;
+        let table = PortTable::new(max_nr_ports)?;
 
         let n = control::nr_queues(multiport, max_nr_ports);
         let mut infos = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -250,7 +252,7 @@ impl PortsDevice {
                 index: vdev.index(),
                 region,
                 vqs,
-                ports <- new_spinlock_irq!(KVec::new()),
+                ports <- new_spinlock_irq!(table),
                 incoming <- new_spinlock_irq!(incoming),
                 removed <- new_mutex!(false),
                 emerg <- new_mutex!(emerg),
@@ -306,10 +308,13 @@ impl PortsDevice {
         drop(self.emerg.lock().take());
         self.control_work.flush();
         self.config_work.flush();
-        let entries = core::mem::take(&mut *self.ports.lock());
-        for entry in entries {
-            Self::unplug_entry(entry);
+        let mut entries = core::mem::replace(&mut *self.ports.lock(), PortTable::empty());
+        for id in 0..self.max_nr_ports {
+            if let Some(entry) = entries.take(id) {
+                Self::unplug_entry(entry);
+            }
         }
+        drop(entries);
     }
 
     /// The live ports, in table order.
@@ -358,8 +363,12 @@ impl PortsDevice {
             }
         }
         for port in ports.iter() {
-            if let Err(e) = port.fill_rx() {
-                dev_err!(vdev.as_ref(), "Error {:?} refilling port {}\n", e, port.id);
+            // Only the ports that had lent buffers before the freeze (opened once, or
+            // consoles): an idle port stays free of them.
+            if port.rx_filled() {
+                if let Err(e) = port.fill_rx() {
+                    dev_err!(vdev.as_ref(), "Error {:?} refilling port {}\n", e, port.id);
+                }
             }
             port.send_control(Event::PortReady, 1);
             if port.state.lock().guest_connected {
@@ -378,10 +387,10 @@ impl PortsDevice {
                     let _ = system_percpu().enqueue::<Arc<Self>, 0>(self.clone());
                 }
             }
-            Some((id, rx)) => {
+            Some(_) => {
                 let console = {
                     let ports = self.ports.lock();
-                    let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+                    let Some((entry, rx)) = ports.of_queue(index) else {
                         drop(ports);
                         self.flush_used(index);
                         return;
@@ -433,11 +442,7 @@ impl PortsDevice {
         let cols = config.read_u16(CONFIG_COLS);
         let rows = config.read_u16(CONFIG_ROWS);
         let ports = self.ports.lock();
-        if let Some(console) = ports
-            .iter()
-            .find(|e| e.port.id == 0)
-            .and_then(|e| e.console.as_ref())
-        {
+        if let Some(console) = ports.get(0).and_then(|e| e.console.as_ref()) {
             console.with(|c| c.resize(rows, cols));
         }
     }
@@ -508,15 +513,11 @@ impl PortsDevice {
     }
 
     fn has_port(&self, id: u32) -> bool {
-        self.ports.lock().iter().any(|e| e.port.id == id)
+        self.ports.lock().get(id).is_some()
     }
 
     fn find_port(&self, id: u32) -> Option<Arc<Port>> {
-        self.ports
-            .lock()
-            .iter()
-            .find(|e| e.port.id == id)
-            .map(|e| e.port.clone())
+        self.ports.lock().get(id).map(|e| e.port.clone())
     }
 
     fn handle_message(&self, buf: &[u8]) {
@@ -548,14 +549,10 @@ impl PortsDevice {
                 }
             }
             HostMessage::PortRemove { id } => {
-                let entry = {
-                    let mut ports = self.ports.lock();
-                    let pos = ports.iter().position(|e| e.port.id == id);
-                    pos.map(|i| ports.remove(i))
-                };
+                let entry = self.ports.lock().take(id);
                 match entry {
-                    Some(Ok(entry)) => Self::unplug_entry(entry),
-                    _ => self.unknown_port(id),
+                    Some(entry) => Self::unplug_entry(entry),
+                    None => self.unknown_port(id),
                 }
             }
             HostMessage::ConsolePort { id, console } => {
@@ -568,7 +565,7 @@ impl PortsDevice {
             }
             HostMessage::Resize { id, cols, rows } => {
                 let ports = self.ports.lock();
-                let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+                let Some(entry) = ports.get(id) else {
                     drop(ports);
                     return self.unknown_port(id);
                 };
@@ -618,14 +615,17 @@ impl PortsDevice {
         let out_vq = self.vqs.get(tx as usize).ok_or(EINVAL)?.clone();
         let devt = self.region.devt(id).ok_or(EINVAL)?;
         let port = Port::new(id, self.link.clone(), in_vq, out_vq)?;
-        let mut entry = PortEntry {
-            port: port.clone(),
-            console: None,
-            vtermno: None,
-            debugfs: None,
-            classdev: None,
-            cdev: None,
-        };
+        let mut entry = KBox::new(
+            PortEntry {
+                port: port.clone(),
+                console: None,
+                vtermno: None,
+                debugfs: None,
+                classdev: None,
+                cdev: None,
+            },
+            GFP_KERNEL,
+        )?;
         let setup = (|| -> Result {
             entry.cdev = Some(Cdev::new(
                 devt,
@@ -646,7 +646,7 @@ impl PortsDevice {
             if let Some(classdev) = &entry.classdev {
                 classdev.add_attribute::<ConsoleDroppedAttr>()?;
             }
-            port.fill_rx()?;
+            // No receive buffers yet: the first open (or `attach_console`) lends them.
             if !self.multiport {
                 let (reg, vtermno) = self.attach_console(&port)?;
                 entry.vtermno = Some(vtermno);
@@ -667,26 +667,32 @@ impl PortsDevice {
         }
         self.insert_entry(entry)?;
         port.set_in_table();
+        // The host answers each PORT_READY with up to three messages (CONSOLE_PORT, PORT_NAME,
+        // PORT_OPEN) and drops those that find no receive buffer. A host that takes several
+        // PORT_READYs at once (many ports announced together: up to 31 at DEVICE_READY, and
+        // QEMU with ioeventfd handles the control queue after the guest has gone on) answers
+        // them all in one go, more than its 32-entry control queue holds: the C driver waits
+        // for each message to be taken. Here a PORT_READY waits only until the host has taken
+        // the messages before it, so at most one is outstanding and the answers come one port
+        // at a time; a host that takes each message at once never makes it wait.
+        if !self.link.wait_control_taken() {
+            self.link.warn(fmt!(
+                "control messages before PORT_READY {id} not taken by the host"
+            ));
+        }
         port.send_control(Event::PortReady, 1);
         Ok(())
     }
 
-    /// Adds an entry to the port table. On failure the port is unplugged and the entry
-    /// dropped, outside the lock.
-    fn insert_entry(&self, entry: PortEntry) -> Result {
-        let mut ports = self.ports.lock();
-        // Atomic allocation: the lock disables interrupts.
-        if let Err(e) = ports.reserve(1, GFP_ATOMIC) {
-            drop(ports);
+    /// Adds an entry to the port table, which allocates nothing. On failure (the id is out of
+    /// range or taken: callers check both first) the port is unplugged and the entry dropped,
+    /// outside the lock.
+    fn insert_entry(&self, entry: KBox<PortEntry>) -> Result {
+        let id = entry.port.id;
+        let ret = self.ports.lock().insert(id, entry);
+        if let Err(entry) = ret {
             Self::unplug_entry(entry);
-            return Err(e.into());
-        }
-        let ret = ports.push_within_capacity(entry);
-        drop(ports);
-        if let Err(PushError(entry)) = ret {
-            // Unreachable after `reserve`; still, never drop an entry under the lock.
-            Self::unplug_entry(entry);
-            return Err(ENOMEM);
+            return Err(EEXIST);
         }
         Ok(())
     }
@@ -696,7 +702,7 @@ impl PortsDevice {
     fn make_console(&self, id: u32) {
         let port = {
             let ports = self.ports.lock();
-            let Some(entry) = ports.iter().find(|e| e.port.id == id) else {
+            let Some(entry) = ports.get(id) else {
                 return;
             };
             if entry.console.is_some() {
@@ -711,7 +717,7 @@ impl PortsDevice {
             Ok((console, vtermno)) => {
                 let mut ports = self.ports.lock();
                 // Only this (serialised) work item removes entries, so it is still there.
-                if let Some(entry) = ports.iter_mut().find(|e| e.port.id == id) {
+                if let Some(entry) = ports.get_mut(id) {
                     entry.console = Some(console);
                     entry.vtermno = Some(vtermno);
                     return;
@@ -727,8 +733,10 @@ impl PortsDevice {
         }
     }
 
-    /// Registers `port` as an hvc console with a fresh vtermno and tells the host.
+    /// Registers `port` as an hvc console with a fresh vtermno and tells the host. A console
+    /// is open for good, so its receive queue is filled at once.
     fn attach_console(&self, port: &Arc<Port>) -> Result<(hvc::Registration<Port>, IdaId)> {
+        port.fill_rx()?;
         let vtermno = Ida::alloc_min(&self.globals.vtermnos, 1)?;
         let resize = self.link.vdev.has_feature(uapi::VIRTIO_CONSOLE_F_SIZE);
         let reg = hvc::Registration::new(vtermno.id(), port.clone(), RX_BUF_SIZE, resize)?;
@@ -754,12 +762,7 @@ impl PortsDevice {
         };
         port.state.lock().name = Some(cname);
         // Sysfs calls sleep: work on a reference to the class device, outside the lock.
-        let classdev = self
-            .ports
-            .lock()
-            .iter()
-            .find(|e| e.port.id == id)
-            .and_then(|e| e.classdev.clone());
+        let classdev = self.ports.lock().get(id).and_then(|e| e.classdev.clone());
         if let Some(classdev) = classdev {
             if let Err(e) = classdev.add_attribute::<NameAttr>() {
                 dev_err!(
@@ -774,7 +777,7 @@ impl PortsDevice {
     }
 
     /// Takes a port out of service; the entry is dropped here, outside any lock.
-    fn unplug_entry(mut entry: PortEntry) {
+    fn unplug_entry(mut entry: KBox<PortEntry>) {
         entry.port.unplug();
         // Console first, then its number, then the device nodes.
         if let Some(console) = entry.console.take() {

@@ -96,6 +96,15 @@ impl crate::ConsoleBinding for FakeConsole {
     }
 }
 
+/// The end of a flush of the control work item, for [`Host::settle`].
+#[pin_data]
+struct Flushed {
+    #[pin]
+    done: SpinLock<bool>,
+    #[pin]
+    cv: kernel::sync::CondVar,
+}
+
 /// A control message as the guest sent it: id, event, value.
 type Reply = (u32, u16, u16);
 
@@ -156,10 +165,45 @@ impl Host {
         self.ctx.bound.lock().clone()
     }
 
-    /// Waits until the driver has handled every control message sent so far.
+    /// Waits until the driver has handled every control message sent so far, taking the
+    /// control messages the driver sends meanwhile (kept for [`Host::replies`]), as QEMU does:
+    /// the driver waits for the host to take each PORT_READY.
     fn settle(&self) {
-        if let Some(pd) = self.pd() {
+        let Some(pd) = self.pd() else {
+            return;
+        };
+        let flushed = Arc::pin_init(
+            pin_init!(Flushed {
+                done <- kernel::new_spinlock!(false),
+                cv <- kernel::new_condvar!(),
+            }),
+            GFP_KERNEL,
+        );
+        let Ok(flushed) = flushed else {
+            // No memory for a second thread: each PORT_READY then waits its full time.
             pd.control_work.flush();
+            return;
+        };
+        let (p, f) = (pd.clone(), flushed.clone());
+        let spawned = spawn(move || {
+            p.control_work.flush();
+            *f.done.lock() = true;
+            f.cv.notify_all();
+        });
+        if spawned.is_err() {
+            pd.control_work.flush();
+            return;
+        }
+        // Woken at once when the flush ends; every tick meanwhile, the driver's messages are
+        // taken.
+        let mut done = flushed.done.lock();
+        while !*done {
+            drop(done);
+            self.collect_replies();
+            done = flushed.done.lock();
+            if !*done {
+                let _ = flushed.cv.wait_interruptible_timeout(&mut done, 1);
+            }
         }
     }
 
@@ -255,8 +299,7 @@ impl Host {
         let pd = self.pd()?;
         let ports = pd.ports.lock();
         let size = ports
-            .iter()
-            .find(|e| e.port.id == id)?
+            .get(id)?
             .console
             .as_ref()
             .and_then(|c| c.with(|c| c.window_size()));
@@ -545,25 +588,33 @@ mod tests {
         assert_eq!(&h.replies()[..], &[(1, EV_PORT_READY, 1)]);
         assert_eq!(&h.port_ids()[..], &[1]);
         let port = h.port(1).ok_or(ENODEV)?;
-        // The port's receive queue is full of buffers.
-        assert_eq!(h.dev().pending(4), QSIZE);
+        // A port no file has opened yet holds no receive buffers.
+        assert_eq!(h.dev().pending(4), 0);
 
         h.send(1, EV_PORT_OPEN, 1, &[]);
         assert!(port.state.lock().host_connected);
         h.send(1, EV_PORT_NAME, 1, b"org.test.one\0");
         assert_eq!(name_of(&port).as_deref(), Some(&b"org.test.one"[..]));
 
-        // Data to a port no file has open is dropped and counted, as in the C driver.
+        // Opened, it fills its receive queue and tells the host.
+        h.open_file(&port)?;
+        assert_eq!(&h.replies()[..], &[(1, EV_PORT_OPEN, 1)]);
+        assert_eq!(h.dev().pending(4), QSIZE);
+        assert_eq!(port.open(), Err(EBUSY));
+        // Closed, it keeps its buffers; data to a port no file has open is dropped and
+        // counted, as in the C driver, and the buffer goes back.
+        port.release();
+        assert_eq!(&h.replies()[..], &[(1, EV_PORT_OPEN, 0)]);
         h.to_port(1, b"0123456789", 10)?;
         {
             let st = port.state.lock();
             assert_eq!(st.stats.bytes_received, 10);
             assert_eq!(st.stats.bytes_discarded, 10);
         }
-        // Opened, it keeps the data and tells the host.
+        assert_eq!(h.dev().pending(4), QSIZE);
+        // Opened again, it keeps the data.
         h.open_file(&port)?;
         assert_eq!(&h.replies()[..], &[(1, EV_PORT_OPEN, 1)]);
-        assert_eq!(port.open(), Err(EBUSY));
         h.to_port(1, b"abc", 3)?;
         assert_ne!(port.poll_mask() & poll_mask::IN, 0);
         assert_eq!(port.state.lock().stats.bytes_received, 13);
@@ -696,6 +747,8 @@ mod tests {
         h.send(1, EV_PORT_OPEN, 1, &[]);
         h.send(2, EV_PORT_ADD, 1, &[]);
         h.send(2, EV_CONSOLE_PORT, 1, &[]);
+        // Port 3 is never opened: it holds no receive buffers, before or after.
+        h.send(3, EV_PORT_ADD, 1, &[]);
         let (p1, p2) = (h.port(1).ok_or(ENODEV)?, h.port(2).ok_or(ENODEV)?);
         let vtermno = p2.state.lock().vtermno;
         h.open_file(&p1)?;
@@ -722,6 +775,7 @@ mod tests {
         assert_eq!(h.dev().pending(C_IVQ), QSIZE);
         assert_eq!(h.dev().pending(4), QSIZE);
         assert_eq!(h.dev().pending(6), QSIZE);
+        assert_eq!(h.dev().pending(8), 0);
         // Every port is announced again, and the open ones say so.
         assert_eq!(
             &h.replies()[..],
@@ -729,11 +783,12 @@ mod tests {
                 (1, EV_PORT_READY, 1),
                 (1, EV_PORT_OPEN, 1),
                 (2, EV_PORT_READY, 1),
-                (2, EV_PORT_OPEN, 1)
+                (2, EV_PORT_OPEN, 1),
+                (3, EV_PORT_READY, 1)
             ]
         );
         // Same ports, names and console number; the host's answers are handled as before.
-        assert_eq!(&h.port_ids()[..], &[1, 2]);
+        assert_eq!(&h.port_ids()[..], &[1, 2, 3]);
         assert_eq!(p2.state.lock().vtermno, vtermno);
         h.send(1, EV_PORT_NAME, 1, b"other\0");
         assert_eq!(name_of(&p1).as_deref(), Some(&b"org.test.pm"[..]));
@@ -874,8 +929,10 @@ mod tests {
 
         // The ports still work.
         assert_eq!(&h.port_ids()[..], &[0, 1, 2, 3]);
+        h.open_file(&p2)?;
         h.to_port(2, b"still here", 10)?;
         assert_eq!(p2.state.lock().stats.bytes_received, 10);
+        p2.release();
         Ok(())
     }
 
@@ -1486,7 +1543,8 @@ mod tests {
     #[test]
     fn data_for_a_removed_port_is_not_delivered_to_the_next_port_with_its_id() -> Result {
         let h = Host::new(F_MULTIPORT, 3)?;
-        h.send(1, EV_PORT_ADD, 1, &[]);
+        // Opened once, the port lent its queue buffers, which stay there when it goes.
+        h.open_port(1)?.release();
         h.send(1, EV_PORT_REMOVE, 0, &[]);
         // The host fills a receive buffer the removed port left on its queue.
         h.to_port(1, b"stale", 5)?;
@@ -1503,6 +1561,39 @@ mod tests {
         })?;
         assert_eq!(&got[..n], b"fresh");
         port.release();
+        Ok(())
+    }
+
+    #[test]
+    fn an_idle_port_holds_no_receive_buffers_until_it_is_opened() -> Result {
+        let h = Host::new(F_MULTIPORT, 4)?;
+        for id in 1..=3 {
+            h.send(id, EV_PORT_ADD, 1, &[]);
+            h.send(id, EV_PORT_OPEN, 1, &[]);
+        }
+        let (p1, p3) = (h.port(1).ok_or(ENODEV)?, h.port(3).ok_or(ENODEV)?);
+        for rx in [4, 6, 8] {
+            assert_eq!(h.dev().pending(rx), 0);
+        }
+        // The host has no buffer to send into.
+        assert_eq!(h.to_port(1, b"x", 1).err(), Some(EAGAIN));
+        // The first open fills only that port's queue.
+        h.open_file(&p1)?;
+        assert_eq!(h.dev().pending(4), QSIZE);
+        assert_eq!(h.dev().pending(6), 0);
+        // A console fills at once.
+        h.send(2, EV_CONSOLE_PORT, 1, &[]);
+        assert_eq!(h.dev().pending(6), QSIZE);
+        // Closing keeps the buffers; opening again adds none.
+        p1.release();
+        assert_eq!(h.dev().pending(4), QSIZE);
+        h.open_file(&p1)?;
+        assert_eq!(h.dev().pending(4), QSIZE);
+        p1.release();
+        // A port that went away before its open fills nothing.
+        h.send(3, EV_PORT_REMOVE, 0, &[]);
+        assert_eq!(p3.open(), Err(ENXIO));
+        assert_eq!(h.dev().pending(8), 0);
         Ok(())
     }
 

@@ -13,11 +13,14 @@
 //! has not read yet. Each event returns or records what the guest must answer on the control
 //! transmit queue.
 //!
-//! Receive buffers follow the C driver: a port's receive queue is filled when the port is
-//! first added and keeps its buffers when the port is removed ("Buffers are removed only by
-//! virtcons_remove(), not by unplug_port()"). Data a host writes into them while the port is
-//! gone is freed with its buffer by the receive interrupt (`in_intr` -> `flush_bufs`), so the
-//! next port with that id never sees it; that port fills the queue again when it is added.
+//! Receive buffers: unlike the C driver, which fills a port's receive queue when the port is
+//! added, a port's queue is filled when a guest file first opens the port or the port becomes
+//! a console (an idle port holds no buffers; the host sends nothing to a port the guest has
+//! not opened anyway). As in the C driver, the queue keeps its buffers when the port is
+//! closed or removed ("Buffers are removed only by virtcons_remove(), not by
+//! unplug_port()"). Data a host writes into them while the port is gone is freed with its
+//! buffer by the receive interrupt (`in_intr` -> `flush_bufs`), so the next port with that id
+//! never sees it; that port fills the queue again when it is first opened.
 
 use kernel::prelude::*;
 
@@ -70,10 +73,10 @@ pub(crate) enum DataFate {
 /// The receive queue of one port id.
 #[derive(Default)]
 struct RxQueue {
-    /// A port with this id was added once: the queue has buffers.
+    /// A port with this id was opened or made a console once: the queue has buffers.
     filled: bool,
     /// Buffers the host used while no port had the id: freed, the queue is short of them
-    /// until a port with this id is added and fills it again.
+    /// until a port with this id is opened (or made a console) and fills it again.
     freed: u32,
 }
 
@@ -183,13 +186,8 @@ impl Model {
             if id >= self.max_nr_ports {
                 return Ok(());
             }
-            if let (Some(slot), Some(rx)) = (
-                self.ports.get_mut(id as usize),
-                self.rx.get_mut(id as usize),
-            ) {
+            if let Some(slot) = self.ports.get_mut(id as usize) {
                 *slot = Some(ModelPort::default());
-                rx.filled = true;
-                rx.freed = 0;
                 return self.reply(id, PORT_READY, 1);
             }
             // An id the run never sends.
@@ -219,6 +217,7 @@ impl Model {
                         port.vtermno = Some(v);
                         port.size = (0, 0);
                     }
+                    self.fill(id);
                     // The spec's MUST: a console port is opened by the guest.
                     self.reply(id, PORT_OPEN, 1)?;
                 }
@@ -259,7 +258,16 @@ impl Model {
         }
         let port = self.port_mut(id).ok_or(ENODEV)?;
         port.file_open = true;
+        self.fill(id);
         self.reply(id, PORT_OPEN, 1)
+    }
+
+    /// Port `id`'s receive queue gets its buffers (the first open, or a new console).
+    fn fill(&mut self, id: u32) {
+        if let Some(rx) = self.rx.get_mut(id as usize) {
+            rx.filled = true;
+            rx.freed = 0;
+        }
     }
 
     /// The guest file of port `id` is closed: unread data goes.
@@ -275,10 +283,10 @@ impl Model {
         let queue_size = self.queue_size;
         let exists = self.port(id).is_some();
         let rx = self.rx.get_mut(id as usize).ok_or(EINVAL)?;
+        if !rx.filled || rx.freed == queue_size {
+            return Ok(DataFate::NoBuffer);
+        }
         if !exists {
-            if !rx.filled || rx.freed == queue_size {
-                return Ok(DataFate::NoBuffer);
-            }
             rx.freed += 1;
             return Ok(DataFate::Freed);
         }
@@ -380,7 +388,8 @@ mod tests {
         m.control(&msg(2, PORT_ADD, 1, &[]))?;
         // Port 1 was never added: its queue has no buffers.
         assert_eq!(m.data(1, b"x")?, DataFate::NoBuffer);
-        assert_eq!(m.data(2, b"x")?, DataFate::Dropped);
+        // Port 2 was never opened: its queue has no buffers either.
+        assert_eq!(m.data(2, b"x")?, DataFate::NoBuffer);
         m.open(2)?;
         assert_eq!(m.open(2), Err(EBUSY));
         assert_eq!(m.data(2, b"ab")?, DataFate::Queued);

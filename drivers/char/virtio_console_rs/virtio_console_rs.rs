@@ -27,6 +27,7 @@ mod hvc_kunit;
 #[cfg(CONFIG_KUNIT)]
 mod kunit_spawn;
 mod port;
+mod port_table;
 mod portdev;
 #[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
 mod protocol_model;

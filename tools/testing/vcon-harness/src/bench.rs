@@ -8,6 +8,7 @@ use crate::scenarios::Driver;
 use crate::vm::{Accel, Res, Vm, VmConfig};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,11 +27,36 @@ const HOTPLUG_PORTS: u32 = 30;
 /// One measured value of one run.
 type Sample = BTreeMap<String, f64>;
 
-fn guest_script() -> String {
+/// The guest's script; with `mem_only`, only the hot-plugged ports' memory is measured.
+fn guest_script(mem_only: bool) -> String {
     let mut s = String::from(concat!(
         "load_driver\nfor p in 1 2 3; do wait_for /dev/vport0p$p; done\nwait_for /dev/hvc0\n",
         "for p in 0 1 2 3; do until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p$p; do sleep 0.1; done; done\n",
     ));
+    if !mem_only {
+        workloads_script(&mut s);
+    }
+    s.push_str(concat!(
+        "used() { awk '/^MemTotal/{t=$2} /^MemFree/{f=$2} END{print t-f}' /proc/meminfo; }\n",
+        "sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; echo \"@@ mem0 $(used)\"\n",
+    ));
+    s.push_str(&format!(
+        "i=0; while [ $(ls /dev | grep -c '^vport1p') -lt {HOTPLUG_PORTS} ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\n"
+    ));
+    s.push_str("sleep 0.5; echo \"@@ hp-up $(used)\"\n");
+    // Each port opened once and closed: what an opened-then-closed port keeps.
+    s.push_str(
+        "for p in /dev/vport1p*; do : < $p; done\nsleep 0.5; echo \"@@ hp-opened $(used)\"\n",
+    );
+    s.push_str("i=0; while [ $(ls /dev | grep -c '^vport1p') -gt 0 ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\necho '@@ hp-down'\n");
+    // The clock every timing came from: if the kernel gave up the TSC during the run (its
+    // watchdog can, under TCG on a loaded host), the timings have jiffy resolution.
+    s.push_str("echo \"@@ clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)\"\n");
+    s
+}
+
+/// The timed workloads of the guest's script.
+fn workloads_script(s: &mut String) {
     for (size, total) in SIZES {
         s.push_str(&format!(
             "vcg bench-g2h g2h-{size} /dev/vport0p1 {size} {total}\n"
@@ -46,19 +72,6 @@ fn guest_script() -> String {
     s.push_str(&format!(
         "vcg bench-g2h hvc-raw /dev/hvc0 4096 {HVC_BYTES} raw\n"
     ));
-    s.push_str(concat!(
-        "used() { awk '/^MemTotal/{t=$2} /^MemFree/{f=$2} END{print t-f}' /proc/meminfo; }\n",
-        "sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; echo \"@@ mem0 $(used)\"\n",
-    ));
-    s.push_str(&format!(
-        "i=0; while [ $(ls /dev | grep -c '^vport1p') -lt {HOTPLUG_PORTS} ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\n"
-    ));
-    s.push_str("sleep 0.5; echo \"@@ hp-up $(used)\"\n");
-    s.push_str("i=0; while [ $(ls /dev | grep -c '^vport1p') -gt 0 ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\necho '@@ hp-down'\n");
-    // The clock every timing came from: if the kernel gave up the TSC during the run (its
-    // watchdog can, under TCG on a loaded host), the timings have jiffy resolution.
-    s.push_str("echo \"@@ clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)\"\n");
-    s
 }
 
 /// The clocksources a run's timings are valid with: both read the TSC (`tsc-early` is the one
@@ -113,8 +126,8 @@ const INVALID_CLOCK: &str = "timings not valid";
 /// How many times a run with invalid timings is repeated.
 const CLOCK_RETRIES: usize = 3;
 
-/// One boot running every workload.
-fn run_once(cfg: &VmConfig) -> Res<Sample> {
+/// One boot running every workload (with `mem_only`, only the memory rows).
+fn run_once(cfg: &VmConfig, mem_only: bool) -> Res<Sample> {
     let mut vm = Vm::start(cfg)?;
     vm.wait_line("@@BOOTED", |l| (l.trim() == "@@BOOTED").then_some(()))?;
     let mut out = Sample::new();
@@ -135,6 +148,16 @@ fn run_once(cfg: &VmConfig) -> Res<Sample> {
             }
         }
     });
+    if !mem_only {
+        run_workloads(&mut vm, &mut out, &mut h2g)?;
+    }
+    let mem0: f64 = vm.result("mem0")?.trim().parse().map_err(|_| "mem0")?;
+    run_hotplug(&mut vm, &mut out, mem0)?;
+    finish_run(vm, out)
+}
+
+/// The timed workloads: both directions at each size, ping, hvc.
+fn run_workloads(vm: &mut Vm, out: &mut Sample, h2g: &mut UnixStream) -> Res<()> {
     // /proc/stat counts in USER_HZ, always 100.
     let hz = 100.0;
     for (size, _) in SIZES {
@@ -181,7 +204,11 @@ fn run_once(cfg: &VmConfig) -> Res<Sample> {
     out.insert("hvc".into(), bytes / (ns / 1e9) / 1048576.0);
     let (bytes, ns, _) = parse3(&vm.result("hvc-raw")?)?;
     out.insert("hvc_raw".into(), bytes / (ns / 1e9) / 1048576.0);
-    let mem0: f64 = vm.result("mem0")?.trim().parse().map_err(|_| "mem0")?;
+    Ok(())
+}
+
+/// The hot-plug part of a run: memory per idle port, per opened port, and the plug time.
+fn run_hotplug(vm: &mut Vm, out: &mut Sample, mem0: f64) -> Res<()> {
     let t0 = Instant::now();
     for nr in 1..=HOTPLUG_PORTS {
         vm.qmp(&format!(
@@ -193,9 +220,19 @@ fn run_once(cfg: &VmConfig) -> Res<Sample> {
     }
     let up: f64 = vm.result("hp-up")?.trim().parse().map_err(|_| "hp-up")?;
     let plug = t0.elapsed();
+    // Ports no file has opened: the Rust driver lends them no receive buffers.
     out.insert(
-        "mem_per_port_kib".into(),
+        "mem_per_idle_port_kib".into(),
         (up - mem0) / HOTPLUG_PORTS as f64,
+    );
+    let opened: f64 = vm
+        .result("hp-opened")?
+        .trim()
+        .parse()
+        .map_err(|_| "hp-opened")?;
+    out.insert(
+        "mem_per_open_port_kib".into(),
+        (opened - mem0) / HOTPLUG_PORTS as f64,
     );
     let t1 = Instant::now();
     for nr in 1..=HOTPLUG_PORTS {
@@ -204,12 +241,17 @@ fn run_once(cfg: &VmConfig) -> Res<Sample> {
         ))?;
     }
     vm.result("hp-down")?;
-    let clock = vm.result("clocksource")?;
     // The 0.5 s settle time before `hp-up` is not part of the plug time.
     out.insert(
         "hotplug_30_ms".into(),
         (plug.as_secs_f64() - 0.5) * 1000.0 + t1.elapsed().as_secs_f64() * 1000.0,
     );
+    Ok(())
+}
+
+/// The end of a run: the clock the timings came from, and the kernel log.
+fn finish_run(mut vm: Vm, out: Sample) -> Res<Sample> {
+    let clock = vm.result("clocksource")?;
     let log = vm.finish()?;
     if !CLOCKSOURCES.contains(&clock.trim()) {
         let why: Vec<&str> = log
@@ -287,9 +329,10 @@ pub fn run(
     accel: Accel,
     icount: bool,
     reps: usize,
+    mem_only: bool,
     dir: &Path,
 ) -> Res<bool> {
-    let script = guest_script();
+    let script = guest_script(mem_only);
     // In real time under TCG, give the guest its TSC's frequency (the host's) instead of letting
     // it calibrate, and trust it: the same for both drivers. Under icount the TSC counts guest
     // nanoseconds and calibration works; under KVM the hypervisor tells the guest.
@@ -321,7 +364,7 @@ pub fn run(
             cfg.timeout = Duration::from_secs(900);
             let mut tries = 0;
             let s = loop {
-                match run_once(&cfg) {
+                match run_once(&cfg, mem_only) {
                     Err(e) if e.starts_with(INVALID_CLOCK) && tries < CLOCK_RETRIES => {
                         tries += 1;
                         eprintln!("  run {}/{reps} {:4} repeated: {e}", rep + 1, d.name());

@@ -25,14 +25,15 @@ pub struct Suite {
 /// counts of a run; raise them when cases are added): the driver's suites (every
 /// `#[kunit_tests(...)]` in drivers/char/virtio_console_rs) and the kernel crate's doctests,
 /// which include the new abstractions' examples.
-pub const REQUIRED_SUITES: [(&str, usize); 11] = [
+pub const REQUIRED_SUITES: [(&str, usize); 12] = [
     ("rust_doctests_kernel", 366),
     ("virtio_console_rs_control", 7),
     ("virtio_console_rs_debugfs", 3),
     ("virtio_console_rs_ratelimit", 1),
     ("virtio_console_rs_fifo", 4),
     ("virtio_console_rs_tx_pool", 5),
-    ("virtio_console_rs_fake_device", 30),
+    ("virtio_console_rs_fake_device", 31),
+    ("virtio_console_rs_port_table", 4),
     ("virtio_console_rs_fake_random", 1),
     ("virtio_console_rs_virtio_adapter", 5),
     ("virtio_console_rs_protocol_model", 3),

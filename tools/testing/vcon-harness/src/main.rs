@@ -15,6 +15,7 @@ mod initramfs;
 mod ktap;
 mod profile;
 mod scenarios;
+mod scenarios_scale;
 mod scenarios_teardown;
 mod selftest;
 mod vm;
@@ -604,12 +605,21 @@ fn cmd_bench(args: &[String]) -> Res<bool> {
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
     let icount = args.iter().any(|a| a == "--icount");
+    // Only the hot-plugged ports' rows (memory per idle and per opened port, plug time).
+    let mem_only = args.iter().any(|a| a == "--mem-only");
     let env = setup()?;
     if icount && env.accel != Accel::Tcg {
         return Err("--icount needs TCG (VCON_ACCEL=tcg)".into());
     }
     let make_cfg = |d: Driver, script: String| workload_vm(&env, "bench", d, &script);
-    bench::run(&make_cfg, env.accel, icount, reps, &env.out.join("bench"))
+    bench::run(
+        &make_cfg,
+        env.accel,
+        icount,
+        reps,
+        mem_only,
+        &env.out.join("bench"),
+    )
 }
 
 /// The guest `make bench` and `make profile` boot: driver `d`, no KUnit, `script` in an initrd

@@ -73,7 +73,7 @@ pub(crate) fn port(bus: u32, nr: u32, id: &str, name: Option<&str>) -> Vec<Strin
     v
 }
 
-fn check(cond: bool, what: impl FnOnce() -> String) -> Res<()> {
+pub(crate) fn check(cond: bool, what: impl FnOnce() -> String) -> Res<()> {
     if cond {
         Ok(())
     } else {
@@ -81,13 +81,13 @@ fn check(cond: bool, what: impl FnOnce() -> String) -> Res<()> {
     }
 }
 
-fn expect_eq(got: &str, want: &str, what: &str) -> Res<()> {
+pub(crate) fn expect_eq(got: &str, want: &str, what: &str) -> Res<()> {
     check(got == want, || {
         format!("{what}: got {got:?}, want {want:?}")
     })
 }
 
-fn read_exact(s: &mut impl Read, n: usize) -> Res<Vec<u8>> {
+pub(crate) fn read_exact(s: &mut impl Read, n: usize) -> Res<Vec<u8>> {
     let mut buf = vec![0u8; n];
     s.read_exact(&mut buf)
         .map_err(|e| format!("reading {n} bytes from the port: {e}"))?;
@@ -724,6 +724,7 @@ wait_for /dev/vport0p0
     v.push(async_io::splice());
     v.push(async_io::splice_empty());
     v.extend(crate::scenarios_teardown::all());
+    v.push(crate::scenarios_scale::scenario());
     v
 }
 
