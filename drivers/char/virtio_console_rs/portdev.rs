@@ -25,8 +25,7 @@ use kernel::{
     time::{delay::udelay, Delta},
     uapi,
     virtio::{self, Buffer, Virtqueue, VirtqueueInfo},
-    workqueue::{Work, WorkItem},
-    workqueue_sync::system_percpu,
+    workqueue::{system_percpu, Work, WorkItem},
 };
 
 /// `offset_of!(struct virtio_console_config, cols/rows/max_nr_ports)`.
