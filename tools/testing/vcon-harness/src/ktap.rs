@@ -32,7 +32,7 @@ pub const REQUIRED_SUITES: [(&str, usize); 11] = [
     ("virtio_console_rs_ratelimit", 1),
     ("virtio_console_rs_fifo", 4),
     ("virtio_console_rs_tx_pool", 4),
-    ("virtio_console_rs_fake_device", 29),
+    ("virtio_console_rs_fake_device", 31),
     ("virtio_console_rs_fake_random", 1),
     ("virtio_console_rs_virtio_adapter", 5),
     ("virtio_console_rs_protocol_model", 3),
