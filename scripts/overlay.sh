@@ -25,7 +25,7 @@ for f in $files; do
 	tmp=$(mktemp)
 	{
 		cat "$KDIR/.pristine/$f"
-		awk -v f="$f" '!/^#/ && $1 == f { sub(/^[^ \t]+[ \t]+/, ""); print }' \
+		awk -v f="$f" '!/^#/ && $1 == f { sub(/^[^ \t]+[ \t]?/, ""); print }' \
 			"$TOP/rust/registrations"
 	} >"$tmp"
 	if cmp -s "$tmp" "$KDIR/$f"; then rm -f "$tmp"; else mv "$tmp" "$KDIR/$f"; fi

@@ -167,9 +167,11 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Unbinds the driver from `dev`.
     ///
-    /// The device is already reset and no callback runs any more; the queues are still
-    /// allocated (operations on them are memory-safe but the device ignores them) and are
-    /// revoked and deleted after `remove` returns.
+    /// The device is already broken and reset, and no callback runs any more; the queues are
+    /// still allocated but broken (adding a buffer fails with `EIO`, `get_buf` finds nothing,
+    /// a kick does nothing) and are revoked and deleted after `remove` returns. The queues were
+    /// broken before the adapter waited for anything, so a work item still running sees them
+    /// broken and can stop (as the C drivers' loops on `virtqueue_get_buf()` do).
     fn remove(dev: &Device<Core<'_>>, data: Arc<Self::Data>);
 
     /// A used-buffer notification on the queue with index `index` (atomic context).
@@ -185,8 +187,8 @@ pub trait Driver: Send + Sync + 'static {
 
     /// The system is going to sleep, or the transport is about to reset the device.
     ///
-    /// The device is already reset and no callback runs any more. The driver stops its
-    /// deferred work and forgets what it had lent the device. When this returns, the adapter
+    /// The device is already broken (as in [`Driver::remove`]) and reset, and no callback runs
+    /// any more. The driver stops its deferred work and forgets what it had lent the device. When this returns, the adapter
     /// revokes every queue (dropping the buffers the device still owned) and deletes them; the
     /// [`Virtqueue`] objects stay valid and are attached to new queues before
     /// [`Driver::restore`].
@@ -347,9 +349,18 @@ impl Device<Bound> {
         unsafe { bindings::virtio_device_ready(self.as_raw()) }
     }
 
-    /// Marks every queue of the device broken, so no further buffers are used.
-    pub fn break_device(&self) {
-        // SAFETY: By the type invariant `self.as_raw()` is valid.
+    /// Marks every queue of the device broken (`virtio_break_device()`), for the adapter, first
+    /// thing in remove and freeze, as the C drivers do before they wait for their work
+    /// (`virtcons_remove`: "Device is going away, exit any polling for buffers"): from then on
+    /// adding a buffer fails with `EIO`, `get_buf` finds nothing and a kick does not notify, so
+    /// a work item still handling a backlog, or polling a ring the device will never consume,
+    /// ends at once. Not offered to drivers: nothing unbreaks a queue (the queues that restore
+    /// finds are new ones, unbroken, or with `CONFIG_VIRTIO_HARDEN_NOTIFICATION` unbroken by
+    /// `virtio_device_ready()`), so a driver that broke its device outside these paths could
+    /// not recover it.
+    fn break_queues(&self) {
+        // SAFETY: By the type invariant `self.as_raw()` is valid; `virtio_break_device` only
+        // sets the `broken` flag of each queue on the device's list, under its lock.
         unsafe { bindings::virtio_break_device(self.as_raw()) }
     }
 
@@ -1104,6 +1115,9 @@ impl<T: Driver> Registration<T> {
             state.pm_done.wait(&mut pm);
         }
         pm.removed = true;
+        // Break the queues before anything waits for the driver: a `BoundHandle::with` or work
+        // item that polls a ring or handles a backlog stops at once (see `break_queues`).
+        dev.break_queues();
         // No `BoundHandle::with` or atomic config write starts from now on, and none is in
         // progress (atomic ones end before the grace period in the reset below), so the driver
         // may flush work items that use them.
@@ -1166,6 +1180,8 @@ impl<T: Driver> Registration<T> {
         // Reset first (waiting for callbacks in flight), so the device no longer touches the
         // queues while the driver and the adapter empty them.
         let result = {
+            // As in remove: work items the driver flushes in `freeze` stop at once.
+            dev.break_queues();
             let dead = dev.reset_dead();
             let result = T::freeze(dev, &data);
             // The queues are deleted either way: on success until `restore`, on failure to

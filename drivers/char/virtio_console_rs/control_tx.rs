@@ -139,7 +139,9 @@ impl DeviceLink {
                     tries += 1;
                     fsleep(Delta::from_micros(100));
                 }
-                Err(e) if e.error == ENODEV => return false,
+                // Revoked, or broken by the adapter for remove or freeze: dropped silently, as
+                // the C driver ignores a failed add.
+                Err(e) if e.error == ENODEV || q.is_broken() => return false,
                 Err(e) => {
                     self.warn(fmt!(
                         "control message {:?} for port {} dropped ({:?})",

@@ -10,8 +10,7 @@ use kernel::{
     impl_has_work, new_work,
     prelude::*,
     sync::{Arc, SpinLock},
-    workqueue::{Work, WorkItem},
-    workqueue_sync::system_percpu,
+    workqueue::{system_percpu, Work, WorkItem},
 };
 
 /// What [`spawn`] runs.

@@ -25,8 +25,7 @@ use kernel::{
     sync::{Arc, Mutex, SpinLockIrq},
     uapi,
     virtio::{self, Buffer, Virtqueue, VirtqueueInfo},
-    workqueue::{Work, WorkItem},
-    workqueue_sync::system_percpu,
+    workqueue::{system_percpu, Work, WorkItem},
 };
 
 /// `offset_of!(struct virtio_console_config, cols/rows/max_nr_ports)`.
@@ -340,9 +339,13 @@ impl PortsDevice {
     /// deletes the queues. As the C driver's `virtcons_freeze`.
     pub(crate) fn freeze(&self) -> Result {
         let ports = self.ports_snapshot()?;
-        // The work items may still be running from before the reset.
+        // The work items may still be running from before the reset (the control one stops at
+        // its next message: the queues are broken).
         self.control_work.flush();
         self.config_work.flush();
+        // What the host sent before the freeze is lost with the queues, as in C; after restore
+        // the host announces its ports again.
+        while self.incoming.lock().pop().is_some() {}
         for port in ports.iter() {
             port.freeze();
         }
@@ -488,6 +491,11 @@ impl PortsDevice {
             return;
         }
         loop {
+            // The adapter breaks the queues first thing in remove and freeze: stop there, as the
+            // C driver's loop ends when `virtqueue_get_buf()` finds nothing on a broken queue.
+            if self.vqs[2].lock().is_broken() {
+                break;
+            }
             self.take_control_messages();
             let Some(item) = self.incoming.lock().pop() else {
                 break;

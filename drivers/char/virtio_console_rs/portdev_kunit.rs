@@ -685,6 +685,67 @@ mod tests {
     }
 
     #[test]
+    fn remove_stops_a_control_backlog_at_once() -> Result {
+        // A host that stopped taking control messages, a backlog of PORT_ADDs, and the work
+        // item stuck sending the PORT_READY of one of them on the full control transmit ring.
+        // Remove must not let the work item go through the rest: it breaks the queues before it
+        // waits for it, as the C driver does.
+        const EXTRA: u32 = 3;
+        let mut h = Host::new(F_MULTIPORT, QSIZE + EXTRA + 1)?;
+        h.replies();
+        let pd = h.pd().ok_or(ENODEV)?;
+        let work = pd.control.lock();
+        let mut posted = 0;
+        for burst in [QSIZE, EXTRA] {
+            for _ in 0..burst {
+                posted += u32::from(h.post_raw(&msg(posted + 1, EV_PORT_ADD, 1, &[]), 8));
+            }
+            h.dev().interrupt(C_IVQ);
+        }
+        let backlog = pd.incoming.lock().len();
+        drop(work);
+        // The first QSIZE PORT_READYs fill the ring the host never empties; the next one waits
+        // for room.
+        let stuck = (0..10).any(|_| eventually(|| pd.incoming.lock().len() < EXTRA as usize));
+        drop(h.dev.take());
+        let left = pd.incoming.lock().len();
+        assert_eq!(posted, QSIZE + EXTRA);
+        assert_eq!(backlog, (QSIZE + EXTRA) as usize);
+        assert!(stuck);
+        // At most the message in progress was handled after the remove began.
+        assert!(left + 1 >= EXTRA as usize - 1);
+        Ok(())
+    }
+
+    #[test]
+    fn freeze_stops_a_control_backlog_at_once() -> Result {
+        // As `remove_stops_a_control_backlog_at_once`, with a freeze: the freeze flushes the
+        // work item, which must stop at the broken queue instead of creating the backlog's
+        // ports, and the backlog is dropped with the queues, as in C.
+        const EXTRA: u32 = 3;
+        let h = Host::new(F_MULTIPORT, QSIZE + EXTRA + 1)?;
+        h.replies();
+        let pd = h.pd().ok_or(ENODEV)?;
+        let work = pd.control.lock();
+        for id in 1..=QSIZE + EXTRA {
+            h.post_raw(&msg(id, EV_PORT_ADD, 1, &[]), 8);
+            if id == QSIZE || id == QSIZE + EXTRA {
+                h.dev().interrupt(C_IVQ);
+            }
+        }
+        drop(work);
+        let stuck = (0..10).any(|_| eventually(|| pd.incoming.lock().len() < EXTRA as usize));
+        h.dev().freeze()?;
+        let ports = pd.ports.lock().len();
+        let left = pd.incoming.lock().len();
+        assert!(stuck);
+        // At most the message in progress was handled after the freeze began.
+        assert!(ports <= (QSIZE + 2) as usize);
+        assert_eq!(left, 0);
+        Ok(())
+    }
+
+    #[test]
     fn duplicate_and_out_of_order_events() -> Result {
         let h = Host::new(F_MULTIPORT, 4)?;
         h.replies();

@@ -212,11 +212,18 @@ impl Buffer {
 }
 
 /// Why adding a buffer failed, with the buffer given back.
+///
+/// A failed add leaves the buffer as it was (contents, length and capacity) and the ring as it
+/// was: no descriptor stays taken and no token is queued (`virtqueue_add()` checks for a broken
+/// queue and for room first, and undoes its DMA mappings when one fails). One side effect stays, from the C ring code: an
+/// `add_outbuf` that fails with `ENOSPC` notifies the device, as a kick would ("for historical
+/// reasons, we force a notify here if there are outgoing parts to the buffer",
+/// `virtqueue_add_split()`).
 pub struct AddError {
     /// The error: `ENOSPC` when the ring is full, `ENODEV` when the queue was revoked, `EIO`
-    /// when it is broken.
+    /// when it is broken, `ENOMEM` when the ring code could not allocate or map.
     pub error: Error,
-    /// The buffer, untouched.
+    /// The buffer, as it was before the add.
     pub buf: KBox<Buffer>,
 }
 
@@ -369,7 +376,7 @@ impl<B: Backend> VirtqueueGuard<'_, B> {
         } else {
             buf.len()
         };
-        buf.device_writable = device_writable;
+        let was_writable = core::mem::replace(&mut buf.device_writable, device_writable);
         let mut sg = core::mem::MaybeUninit::<bindings::scatterlist>::zeroed();
         let ptr = buf.data.as_mut_ptr();
         // SAFETY: `sg` is writable; `ptr` points to `len` bytes of kmalloc memory, which is
@@ -399,11 +406,13 @@ impl<B: Backend> VirtqueueGuard<'_, B> {
         };
         match to_result(ret) {
             Ok(()) => Ok(()),
-            Err(error) => Err(AddError {
-                error,
+            Err(error) => {
                 // SAFETY: The queue refused the token, so we still own it.
-                buf: unsafe { KBox::from_raw(token) },
-            }),
+                let mut buf = unsafe { KBox::from_raw(token) };
+                // As it was before the add (see `AddError`).
+                buf.device_writable = was_writable;
+                Err(AddError { error, buf })
+            }
         }
     }
 
