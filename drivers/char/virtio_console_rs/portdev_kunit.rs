@@ -694,7 +694,7 @@ mod tests {
         let mut h = Host::new(F_MULTIPORT, QSIZE + EXTRA + 1)?;
         h.replies();
         let pd = h.pd().ok_or(ENODEV)?;
-        let work = pd.control.lock();
+        let work = pd.removed.lock();
         let mut posted = 0;
         for burst in [QSIZE, EXTRA] {
             for _ in 0..burst {
@@ -726,7 +726,7 @@ mod tests {
         let h = Host::new(F_MULTIPORT, QSIZE + EXTRA + 1)?;
         h.replies();
         let pd = h.pd().ok_or(ENODEV)?;
-        let work = pd.control.lock();
+        let work = pd.removed.lock();
         for id in 1..=QSIZE + EXTRA {
             h.post_raw(&msg(id, EV_PORT_ADD, 1, &[]), 8);
             if id == QSIZE || id == QSIZE + EXTRA {
