@@ -8,6 +8,10 @@
 # make profile  guest kernel instructions per write by function (QEMU TCG plugin, icount)
 # make check  rustfmt, clippy, checkpatch and the no-unsafe rule on the project's code
 # make mutants  deliberate one-line mutants of the driver, and the test that catches each
+# make patches  the abstractions, driver and sample as a git format-patch series against the
+#               pristine 7.3.4 tree (from scripts/series/) in out/patches/
+# make patches-check  git am each patch onto the pristine tree, build after each one and run
+#               checkpatch --strict on it; one result line per patch
 
 export VCON_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/virtio-console-rs
 export VCON_OUT ?= $(CURDIR)/out
@@ -15,7 +19,8 @@ HARNESS_DIR := tools/testing/vcon-harness
 HARNESS := $(HARNESS_DIR)/target/release/vcon-harness
 export VCON_VCG := $(CURDIR)/$(HARNESS_DIR)/target/x86_64-unknown-linux-gnu/release/vcg
 
-.PHONY: all setup kernel kernel-debug build harness test test-debug run bench profile check kunit list mutants clean
+.PHONY: all setup kernel kernel-debug build harness test test-debug run bench profile check kunit list mutants \
+	patches patches-check clean
 
 all: build
 
@@ -71,6 +76,13 @@ check: kernel
 # against the Rust driver's tests until one fails; fails if a mutant survives.
 mutants: build
 	@bash scripts/mutants.sh $(MUTANTS)
+
+patches: setup
+	@bash scripts/make-patches.sh
+
+# Seeds its tree from the default work tree's objects, so it needs the kernel built.
+patches-check: kernel patches
+	@bash scripts/patches-check.sh
 
 list: harness
 	@$(HARNESS) list

@@ -36,7 +36,7 @@ done
 
 stage check-clippy "clippy on the kernel-crate overlay and the modules"
 # Keyed by the sources' content: a clean result is not recomputed (clippy rebuilds the crate).
-sum=$(cd "$TOP" && cat $(find rust drivers samples -type f \( -name '*.rs' -o -name '*.c' -o -name registrations \) | sort) | sha256sum | cut -c1-16)
+sum=$(cd "$TOP" && cat $(find rust drivers samples scripts/series -type f \( -name '*.rs' -o -name '*.c' -o -name '*.txt' \) | sort) | sha256sum | cut -c1-16)
 if [ "$(cat "$CACHE/clippy-clean" 2>/dev/null)" = "$sum" ]; then
 	echo "clippy: sources unchanged since the last clean run" >&2
 else

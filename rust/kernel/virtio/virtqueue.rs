@@ -7,8 +7,9 @@
 //! A [`Buffer`] handed to a queue belongs to the device until the device returns it through
 //! [`VirtqueueGuard::get_buf`] or, once the device is reset, the queue gives it back with
 //! [`VirtqueueGuard::detach_unused`], which needs a [`Dead`] proof that only the bus adapter
-//! makes; the type system makes it impossible to touch or free it in between. When the queue is revoked (device removal), every buffer still owned by the device
-//! is detached and dropped, so none is ever leaked.
+//! makes; the type system makes it impossible to touch or free it in between. When the queue
+//! is revoked (device removal), every buffer still owned by the device is detached and
+//! dropped, so none is ever leaked.
 
 use crate::{
     alloc::Flags,
