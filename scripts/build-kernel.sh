@@ -74,7 +74,7 @@ cp "$KDIR/drivers/char/virtio_console.ko" "$OUT/virtio_console.ko"
 cp "$KDIR/System.map" "$OUT/System.map"
 
 stage modules "virtio_console_rs and samples (external modules)"
-"${KMAKE[@]}" M="$TOP" MO="$OUT/modbuild" modules
+"${KMAKE[@]}" M="$TOP" MO="$OUT/modbuild" CONFIG_VIRTIO_CONSOLE_RS=m modules
 for ko in drivers/char/virtio_console_rs/virtio_console_rs.ko samples/rust/rust_virtio_rng.ko; do
 	cp "$OUT/modbuild/$ko" "$OUT/"
 done
