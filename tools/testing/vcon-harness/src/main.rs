@@ -17,11 +17,13 @@ mod profile;
 mod scenarios;
 mod scenarios_teardown;
 mod selftest;
+mod transport;
 mod vm;
 
 use scenarios::{Driver, Scenario};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use transport::Transport;
 use vm::{Accel, Res, Vm, VmConfig};
 
 struct Env {
@@ -267,6 +269,8 @@ fn pick_accel(out: &Path, base: &Path) -> Accel {
         accel: Accel::Kvm,
         timeout: Duration::from_secs(20),
         mem: 256,
+        machine: vm::PC.into(),
+        serial_console: true,
     };
     let ok = Vm::start(&cfg)
         .and_then(|mut vm| vm.wait_line("@@BOOTED", |l| (l.trim() == "@@BOOTED").then_some(())))
@@ -302,21 +306,41 @@ fn setup_profile(out: PathBuf, label: &str, cmdline: Vec<String>) -> Res<Env> {
 }
 
 fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
-    let extra = scenario_initrd(&env.out, s.name, s.guest)?;
+    run_scenario_on(env, s, driver, None)
+}
+
+/// Runs a scenario on the default transport (`None`) or on another one, whose check must
+/// then pass too.
+fn run_scenario_on(
+    env: &Env,
+    s: &Scenario,
+    driver: Driver,
+    tr: Option<Transport>,
+) -> Res<Vec<String>> {
+    let run_name = match tr {
+        Some(t) => format!("{}-{}", t.name(), s.name),
+        None => s.name.to_string(),
+    };
+    let mut script = s.guest.to_string();
+    let mut cmdline = vec![
+        format!("vcon_driver={}", driver.name()),
+        "kunit.enable=0".into(),
+    ];
+    if let Some(t) = tr {
+        script.push_str(t.guest());
+        cmdline.extend(t.cmdline());
+    }
+    let extra = scenario_initrd(&env.out, &run_name, &script)?;
     let cfg = VmConfig {
         kernel: env.out.join("bzImage"),
         initrds: vec![env.base_initrd.clone(), extra],
-        cmdline: with_extra_cmdline(
-            env,
-            vec![
-                format!("vcon_driver={}", driver.name()),
-                "kunit.enable=0".into(),
-            ],
-        ),
-        qemu_args: s.qemu.clone(),
+        cmdline: with_extra_cmdline(env, cmdline),
+        qemu_args: tr.map_or_else(|| s.qemu.clone(), |t| t.qemu(&s.qemu)),
         accel: env.accel,
         timeout: Duration::from_secs(s.timeout),
         mem: 512,
+        machine: tr.map_or(vm::PC, Transport::machine).into(),
+        serial_console: true,
     };
     let mut vm = Vm::start(&cfg)?;
     let result = (|| {
@@ -340,7 +364,7 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
     let saved = env.out.join("logs");
     let _ = std::fs::create_dir_all(&saved);
     let _ = std::fs::write(
-        saved.join(format!("{}-{}.log", s.name, driver.name())),
+        saved.join(format!("{run_name}-{}.log", driver.name())),
         log.join("\n"),
     );
     let out = result?;
@@ -359,6 +383,10 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
         return Err(format!("kernel reported problems: {trouble:?}"));
     }
     check_cmdline(env, &log)?;
+    if let Some(t) = tr {
+        t.check(&log)
+            .map_err(|e| format!("not on transport {}: {e}", t.name()))?;
+    }
     Ok(out)
 }
 
@@ -413,6 +441,8 @@ fn run_kunit(env: &Env) -> Res<ktap::Summary> {
         accel: env.accel,
         timeout: Duration::from_secs(300),
         mem: 512,
+        machine: vm::PC.into(),
+        serial_console: true,
     };
     let mut vm = Vm::start(&cfg)?;
     let done = vm.wait_line("@@DONE", |l| (l.trim() == "@@DONE").then_some(()));
@@ -594,6 +624,24 @@ fn run_profile(
             t.record(&format!("{}{}[c==rust]", env.label, s.name), &r, 0.0);
         }
     }
+    // Some scenarios again on the other transports, named `TRANSPORT:SCENARIO`.
+    for tr in Transport::ALL {
+        for s in scenarios::all() {
+            let name = format!("{}:{}", tr.name(), s.name);
+            if !tr.scenarios().contains(&s.name) || only.is_some_and(|o| o != name) {
+                continue;
+            }
+            for &d in drivers {
+                let start = Instant::now();
+                let r = run_scenario_on(env, &s, d, Some(tr)).map(|_| ());
+                t.record(
+                    &format!("{}{name}[{}]", env.label, d.name()),
+                    &r,
+                    start.elapsed().as_secs_f64(),
+                );
+            }
+        }
+    }
 }
 
 fn cmd_bench(args: &[String]) -> Res<bool> {
@@ -628,6 +676,8 @@ fn workload_vm(env: &Env, what: &str, d: Driver, script: &str) -> VmConfig {
         accel: env.accel,
         timeout: Duration::from_secs(900),
         mem: 512,
+        machine: vm::PC.into(),
+        serial_console: true,
     }
 }
 
@@ -739,6 +789,8 @@ echo "== debugfs:"; for f in /sys/kernel/debug/virtio-ports/*; do echo "--- $f";
         accel: env.accel,
         timeout: Duration::from_secs(if interactive { 86400 } else { 180 }),
         mem: 512,
+        machine: vm::PC.into(),
+        serial_console: true,
     };
     println!(
         "booting a {} guest with the {} driver ...",
@@ -810,6 +862,15 @@ fn main() {
         Some("list") => {
             for s in scenarios::all().into_iter().chain([selftest::late_panic()]) {
                 println!("{:32} {}", s.name, s.about);
+            }
+            for tr in Transport::ALL {
+                for s in tr.scenarios() {
+                    println!(
+                        "{:32} {s} on {}",
+                        format!("{}:{s}", tr.name()),
+                        tr.machine()
+                    );
+                }
             }
             Ok(true)
         }
