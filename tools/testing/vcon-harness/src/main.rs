@@ -11,6 +11,7 @@
 //! guest tool), `VCON_CACHE` (where the accelerator probe is remembered).
 
 mod bench;
+mod builtin_boot;
 mod initramfs;
 mod ktap;
 mod profile;
@@ -44,6 +45,12 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug
 mkdir -p /tmp
+# The built-in boot (console=hvc0): a line on the console, then the harness's lines go to
+# the serial port.
+if [ -n "$vcon_ctl" ]; then
+    echo "@@ init-on-console $vcon_driver"
+    exec >"/dev/$vcon_ctl" 2>&1
+fi
 case "$vcon_driver" in
 c) KO=/lib/vcon/virtio_console.ko ;;
 *) KO=/lib/vcon/virtio_console_rs.ko ;;
@@ -532,6 +539,22 @@ fn cmd_test(args: &[String]) -> Res<bool> {
         // The harness's self-check runs once, with the first profile.
         run_profile(env, &mut t, &drivers, only.as_deref(), kunit, i == 0);
     }
+    // The built-in kernel (`make kernel-builtin`, VCON_BUILTIN_OUT) has no debug variant.
+    if !debug_only && only.as_deref().is_none_or(|o| o == builtin_boot::NAME) {
+        let env = &profiles[0];
+        let out = std::env::var_os("VCON_BUILTIN_OUT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| env.out.join("builtin"));
+        for &d in &drivers {
+            let start = Instant::now();
+            let r = builtin_boot::run(&out, &env.base_initrd, env.accel, d);
+            t.record(
+                &format!("{}[{}]", builtin_boot::NAME, d.name()),
+                &r,
+                start.elapsed().as_secs_f64(),
+            );
+        }
+    }
     println!("{} passed, {} failed", t.passed, t.failed.len());
     Ok(t.failed.is_empty())
 }
@@ -863,6 +886,10 @@ fn main() {
             for s in scenarios::all().into_iter().chain([selftest::late_panic()]) {
                 println!("{:32} {}", s.name, s.about);
             }
+            println!(
+                "{:32} built-in drivers, console=hvc0 only: boot messages replayed, init, login",
+                builtin_boot::NAME
+            );
             for tr in Transport::ALL {
                 for s in tr.scenarios() {
                     println!(
