@@ -14,8 +14,6 @@ KDIR=$1
 rsync -rc --exclude registrations "$TOP/rust/" "$KDIR/rust/"
 rsync -rc "$TOP/drivers/virtio/" "$KDIR/drivers/virtio/"
 rsync -rc "$TOP/include/linux/" "$KDIR/include/linux/"
-# TEMP: the Rust driver's sources, for the in-tree CONFIG_VIRTIO_CONSOLE_RS.
-rsync -rc "$TOP/drivers/char/virtio_console_rs/" "$KDIR/drivers/char/virtio_console_rs/"
 
 # Edited files: regenerated from the pristine copy plus our lines.
 files=$(awk '!/^#/ && NF {print $1}' "$TOP/rust/registrations" | sort -u)
