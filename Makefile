@@ -19,8 +19,8 @@ HARNESS_DIR := tools/testing/vcon-harness
 HARNESS := $(HARNESS_DIR)/target/release/vcon-harness
 export VCON_VCG := $(CURDIR)/$(HARNESS_DIR)/target/x86_64-unknown-linux-gnu/release/vcg
 
-.PHONY: all setup kernel kernel-debug build harness test test-debug run bench profile check kunit list mutants \
-	patches patches-check clean
+.PHONY: all setup kernel kernel-debug kernel-builtin build harness test test-debug run bench profile check \
+	kunit list mutants patches patches-check clean
 
 all: build
 
@@ -35,6 +35,11 @@ kernel: setup
 kernel-debug: setup
 	@VCON_PROFILE=debug bash scripts/build-kernel.sh
 
+# The built-in profile: the C and the Rust driver built into the bzImage
+# (configs/builtin.fragment), for the console=hvc0 boot, built into out/builtin.
+kernel-builtin: setup
+	@VCON_PROFILE=builtin bash scripts/build-kernel.sh
+
 harness:
 	@echo "==> [harness] host harness and static guest tool" >&2
 	@cd $(HARNESS_DIR) && cargo build -q --release --bin vcon-harness
@@ -43,9 +48,9 @@ harness:
 
 build: kernel harness
 
-test: build
+test: build kernel-builtin
 	@bash scripts/check.sh
-	@$(HARNESS) test $(TEST_ARGS)
+	@VCON_BUILTIN_OUT=$(VCON_OUT)/builtin $(HARNESS) test $(TEST_ARGS)
 
 # The same suite on the debug kernel (KFENCE, slub_debug=FZPU, kmemleak, lockdep, ...);
 # CI runs it after `make test`.

@@ -49,7 +49,7 @@ else
 	# clippy-driver runs without MIR optimisations, so the modules call small kernel-crate
 	# functions that an -O2 build inlines across the crate and vmlinux does not export:
 	# modpost may only warn here (linking is `make build`'s job; this stage is for lints).
-	{ "${KM[@]}" prepare && "${KM[@]}" M="$TOP" MO="$OUT/modbuild" KBUILD_MODPOST_WARN=1 modules; } \
+	{ "${KM[@]}" prepare && "${KM[@]}" M="$TOP" MO="$OUT/modbuild" CONFIG_VIRTIO_CONSOLE_RS=m CONFIG_SAMPLE_RUST_VIRTIO_RNG=m KBUILD_MODPOST_WARN=1 modules; } \
 		>"$log" 2>&1 || fail=1
 	if grep -qE '^(warning|error)' "$log"; then
 		grep -E '^(warning|error)' -A8 "$log" | head -80 >&2

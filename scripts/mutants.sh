@@ -67,7 +67,7 @@ for m in "${names[@]}"; do
 		continue
 	fi
 	# The tree's lock, as build-kernel.sh takes it: no other checkout rebuilds it meanwhile.
-	if ! flock "$KDIR.lock" "${KMAKE[@]}" M="$dir/src" MO="$dir/modbuild" modules \
+	if ! flock "$KDIR.lock" "${KMAKE[@]}" M="$dir/src" MO="$dir/modbuild" CONFIG_VIRTIO_CONSOLE_RS=m modules \
 		>"$dir/build.log" 2>&1; then
 		cat "$dir/build.log" >&2
 		echo "$m	DOES NOT BUILD" >>"$summary"

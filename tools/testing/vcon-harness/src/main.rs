@@ -11,6 +11,7 @@
 //! guest tool), `VCON_CACHE` (where the accelerator probe is remembered).
 
 mod bench;
+mod builtin_boot;
 mod initramfs;
 mod ktap;
 mod profile;
@@ -18,11 +19,13 @@ mod scenarios;
 mod scenarios_scale;
 mod scenarios_teardown;
 mod selftest;
+mod transport;
 mod vm;
 
 use scenarios::{Driver, Scenario};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use transport::Transport;
 use vm::{Accel, Res, Vm, VmConfig};
 
 struct Env {
@@ -43,6 +46,12 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug
 mkdir -p /tmp
+# The built-in boot (console=hvc0): a line on the console, then the harness's lines go to
+# the serial port.
+if [ -n "$vcon_ctl" ]; then
+    echo "@@ init-on-console $vcon_driver"
+    exec >"/dev/$vcon_ctl" 2>&1
+fi
 case "$vcon_driver" in
 c) KO=/lib/vcon/virtio_console.ko ;;
 *) KO=/lib/vcon/virtio_console_rs.ko ;;
@@ -268,6 +277,8 @@ fn pick_accel(out: &Path, base: &Path) -> Accel {
         accel: Accel::Kvm,
         timeout: Duration::from_secs(20),
         mem: 256,
+        machine: vm::PC.into(),
+        serial_console: true,
     };
     let ok = Vm::start(&cfg)
         .and_then(|mut vm| vm.wait_line("@@BOOTED", |l| (l.trim() == "@@BOOTED").then_some(())))
@@ -303,21 +314,41 @@ fn setup_profile(out: PathBuf, label: &str, cmdline: Vec<String>) -> Res<Env> {
 }
 
 fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
-    let extra = scenario_initrd(&env.out, s.name, s.guest)?;
+    run_scenario_on(env, s, driver, None)
+}
+
+/// Runs a scenario on the default transport (`None`) or on another one, whose check must
+/// then pass too.
+fn run_scenario_on(
+    env: &Env,
+    s: &Scenario,
+    driver: Driver,
+    tr: Option<Transport>,
+) -> Res<Vec<String>> {
+    let run_name = match tr {
+        Some(t) => format!("{}-{}", t.name(), s.name),
+        None => s.name.to_string(),
+    };
+    let mut script = s.guest.to_string();
+    let mut cmdline = vec![
+        format!("vcon_driver={}", driver.name()),
+        "kunit.enable=0".into(),
+    ];
+    if let Some(t) = tr {
+        script.push_str(t.guest());
+        cmdline.extend(t.cmdline());
+    }
+    let extra = scenario_initrd(&env.out, &run_name, &script)?;
     let cfg = VmConfig {
         kernel: env.out.join("bzImage"),
         initrds: vec![env.base_initrd.clone(), extra],
-        cmdline: with_extra_cmdline(
-            env,
-            vec![
-                format!("vcon_driver={}", driver.name()),
-                "kunit.enable=0".into(),
-            ],
-        ),
-        qemu_args: s.qemu.clone(),
+        cmdline: with_extra_cmdline(env, cmdline),
+        qemu_args: tr.map_or_else(|| s.qemu.clone(), |t| t.qemu(&s.qemu)),
         accel: env.accel,
         timeout: Duration::from_secs(s.timeout),
         mem: 512,
+        machine: tr.map_or(vm::PC, Transport::machine).into(),
+        serial_console: true,
     };
     let mut vm = Vm::start(&cfg)?;
     let result = (|| {
@@ -341,7 +372,7 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
     let saved = env.out.join("logs");
     let _ = std::fs::create_dir_all(&saved);
     let _ = std::fs::write(
-        saved.join(format!("{}-{}.log", s.name, driver.name())),
+        saved.join(format!("{run_name}-{}.log", driver.name())),
         log.join("\n"),
     );
     let out = result?;
@@ -360,6 +391,10 @@ fn run_scenario(env: &Env, s: &Scenario, driver: Driver) -> Res<Vec<String>> {
         return Err(format!("kernel reported problems: {trouble:?}"));
     }
     check_cmdline(env, &log)?;
+    if let Some(t) = tr {
+        t.check(&log)
+            .map_err(|e| format!("not on transport {}: {e}", t.name()))?;
+    }
     Ok(out)
 }
 
@@ -414,6 +449,8 @@ fn run_kunit(env: &Env) -> Res<ktap::Summary> {
         accel: env.accel,
         timeout: Duration::from_secs(300),
         mem: 512,
+        machine: vm::PC.into(),
+        serial_console: true,
     };
     let mut vm = Vm::start(&cfg)?;
     let done = vm.wait_line("@@DONE", |l| (l.trim() == "@@DONE").then_some(()));
@@ -502,6 +539,22 @@ fn cmd_test(args: &[String]) -> Res<bool> {
     for (i, env) in profiles.iter().enumerate() {
         // The harness's self-check runs once, with the first profile.
         run_profile(env, &mut t, &drivers, only.as_deref(), kunit, i == 0);
+    }
+    // The built-in kernel (`make kernel-builtin`, VCON_BUILTIN_OUT) has no debug variant.
+    if !debug_only && only.as_deref().is_none_or(|o| o == builtin_boot::NAME) {
+        let env = &profiles[0];
+        let out = std::env::var_os("VCON_BUILTIN_OUT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| env.out.join("builtin"));
+        for &d in &drivers {
+            let start = Instant::now();
+            let r = builtin_boot::run(&out, &env.base_initrd, env.accel, d);
+            t.record(
+                &format!("{}[{}]", builtin_boot::NAME, d.name()),
+                &r,
+                start.elapsed().as_secs_f64(),
+            );
+        }
     }
     println!("{} passed, {} failed", t.passed, t.failed.len());
     Ok(t.failed.is_empty())
@@ -595,6 +648,24 @@ fn run_profile(
             t.record(&format!("{}{}[c==rust]", env.label, s.name), &r, 0.0);
         }
     }
+    // Some scenarios again on the other transports, named `TRANSPORT:SCENARIO`.
+    for tr in Transport::ALL {
+        for s in scenarios::all() {
+            let name = format!("{}:{}", tr.name(), s.name);
+            if !tr.scenarios().contains(&s.name) || only.is_some_and(|o| o != name) {
+                continue;
+            }
+            for &d in drivers {
+                let start = Instant::now();
+                let r = run_scenario_on(env, &s, d, Some(tr)).map(|_| ());
+                t.record(
+                    &format!("{}{name}[{}]", env.label, d.name()),
+                    &r,
+                    start.elapsed().as_secs_f64(),
+                );
+            }
+        }
+    }
 }
 
 fn cmd_bench(args: &[String]) -> Res<bool> {
@@ -638,6 +709,8 @@ fn workload_vm(env: &Env, what: &str, d: Driver, script: &str) -> VmConfig {
         accel: env.accel,
         timeout: Duration::from_secs(900),
         mem: 512,
+        machine: vm::PC.into(),
+        serial_console: true,
     }
 }
 
@@ -749,6 +822,8 @@ echo "== debugfs:"; for f in /sys/kernel/debug/virtio-ports/*; do echo "--- $f";
         accel: env.accel,
         timeout: Duration::from_secs(if interactive { 86400 } else { 180 }),
         mem: 512,
+        machine: vm::PC.into(),
+        serial_console: true,
     };
     println!(
         "booting a {} guest with the {} driver ...",
@@ -820,6 +895,19 @@ fn main() {
         Some("list") => {
             for s in scenarios::all().into_iter().chain([selftest::late_panic()]) {
                 println!("{:32} {}", s.name, s.about);
+            }
+            println!(
+                "{:32} built-in drivers, console=hvc0 only: boot messages replayed, init, login",
+                builtin_boot::NAME
+            );
+            for tr in Transport::ALL {
+                for s in tr.scenarios() {
+                    println!(
+                        "{:32} {s} on {}",
+                        format!("{}:{s}", tr.name()),
+                        tr.machine()
+                    );
+                }
             }
             Ok(true)
         }

@@ -44,7 +44,15 @@ pub struct VmConfig {
     pub timeout: Duration,
     /// Memory in MiB.
     pub mem: u32,
+    /// The QEMU machine (`-M`): `pc`, or `microvm,acpi=off` for virtio-mmio.
+    pub machine: String,
+    /// Whether the kernel's console is the serial port (`console=ttyS0`); without it the
+    /// command line names the console (the built-in boot's `console=hvc0`).
+    pub serial_console: bool,
 }
+
+/// The machine every boot uses unless it asks for another.
+pub const PC: &str = "pc";
 
 /// A running guest.
 pub struct Vm {
@@ -85,7 +93,7 @@ impl Vm {
 
         let d = dir.to_string_lossy().to_string();
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-M", "pc", "-m", &cfg.mem.to_string(), "-smp", "2"])
+        cmd.args(["-M", &cfg.machine, "-m", &cfg.mem.to_string(), "-smp", "2"])
             .args(["-accel", cfg.accel.name()])
             .args(["-display", "none", "-no-reboot", "-nodefaults"])
             .args(["-serial", if interactive { "mon:stdio" } else { "stdio" }])
@@ -97,7 +105,12 @@ impl Vm {
             .args([
                 "-append",
                 &format!(
-                    "console=ttyS0 panic=-1 oops=panic loglevel=6 {}",
+                    "{}panic=-1 oops=panic loglevel=6 {}",
+                    if cfg.serial_console {
+                        "console=ttyS0 "
+                    } else {
+                        ""
+                    },
                     cfg.cmdline.join(" ")
                 ),
             ]);
