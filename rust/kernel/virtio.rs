@@ -188,10 +188,10 @@ pub trait Driver: Send + Sync + 'static {
     /// The system is going to sleep, or the transport is about to reset the device.
     ///
     /// The device is already broken (as in [`Driver::remove`]) and reset, and no callback runs
-    /// any more. The driver stops its deferred work and forgets what it had lent the device. When this returns, the adapter
-    /// revokes every queue (dropping the buffers the device still owned) and deletes them; the
-    /// [`Virtqueue`] objects stay valid and are attached to new queues before
-    /// [`Driver::restore`].
+    /// any more. The driver stops its deferred work and forgets what it had lent the device.
+    /// When this returns, the adapter revokes every queue (dropping the buffers the device
+    /// still owned) and deletes them; the [`Virtqueue`] objects stay valid and are attached to
+    /// new queues before [`Driver::restore`].
     ///
     /// An error aborts the sleep (or the transport reset); the adapter then brings the device
     /// back at once: the queues are deleted, found again empty, and [`Driver::restore`] runs

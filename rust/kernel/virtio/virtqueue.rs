@@ -216,10 +216,10 @@ impl Buffer {
 ///
 /// A failed add leaves the buffer as it was (contents, length and capacity) and the ring as it
 /// was: no descriptor stays taken and no token is queued (`virtqueue_add()` checks for a broken
-/// queue and for room first, and undoes its DMA mappings when one fails). One side effect stays, from the C ring code: an
-/// `add_outbuf` that fails with `ENOSPC` notifies the device, as a kick would ("for historical
-/// reasons, we force a notify here if there are outgoing parts to the buffer",
-/// `virtqueue_add_split()`).
+/// queue and for room first, and undoes its DMA mappings when one fails). One side effect
+/// stays, from the C ring code: an `add_outbuf` that fails with `ENOSPC` notifies the device,
+/// as a kick would ("for historical reasons, we force a notify here if there are outgoing
+/// parts to the buffer", `virtqueue_add_split()`).
 pub struct AddError {
     /// The error: `ENOSPC` when the ring is full, `ENODEV` when the queue was revoked, `EIO`
     /// when it is broken, `ENOMEM` when the ring code could not allocate or map.
