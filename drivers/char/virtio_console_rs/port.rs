@@ -26,9 +26,6 @@ pub(crate) const MAX_WRITE: usize = 32 * 1024;
 /// Console writes retried (`EAGAIN`) while the transmit ring is full before output is dropped.
 pub(crate) const CONSOLE_TRIES: u32 = 100_000;
 
-/// How many consumed transmit buffers a port keeps for reuse (see [`crate::tx_pool`]).
-pub(crate) const TX_POOL: usize = 16;
-
 /// How many bytes of consumed transmit buffers a port keeps for reuse: one largest write (one
 /// buffer is kept whatever its size, see [`crate::tx_pool::Pool`]).
 pub(crate) const TX_POOL_BYTES: usize = MAX_WRITE;
@@ -76,8 +73,11 @@ pub(crate) struct PortState {
     /// so a write to an empty ring keeps the transmit interrupt on (see [`Port::write`]).
     read_since_write: bool,
     /// Transmit buffers the host has consumed, kept for the next writes or console output to
-    /// reuse, so a steady stream allocates nothing: up to [`TX_POOL`] of them and
+    /// reuse, so a steady stream allocates nothing, even when the host falls a whole ring
+    /// behind and gives every buffer back at once: up to the transmit ring's size of them and
     /// [`TX_POOL_BYTES`] together, all freed when the file is closed or the port unplugged.
+    /// A port gets the room for them with its receive buffers (see [`Port::fill_rx`]), so an
+    /// idle port holds none.
     tx_pool: Pool<KBox<Buffer>>,
     /// The port was unplugged: every file operation fails with `ENODEV`.
     pub(crate) unplugged: bool,
@@ -103,6 +103,11 @@ impl PortState {
     /// How many consumed transmit buffers are kept for reuse (for the tests).
     pub(crate) fn tx_pool_len(&self) -> usize {
         self.tx_pool.len()
+    }
+
+    /// How many consumed transmit buffers the port has room for (for the tests).
+    pub(crate) fn tx_pool_room(&self) -> usize {
+        self.tx_pool.room()
     }
 
     /// The bytes those buffers hold (for the tests).
@@ -180,7 +185,8 @@ impl Port {
         in_vq: Arc<Virtqueue>,
         out_vq: Arc<Virtqueue>,
     ) -> Result<Arc<Self>> {
-        let tx_pool = Pool::new(TX_POOL, TX_POOL_BYTES, GFP_KERNEL)?;
+        // No room yet: `fill_rx` gives it (see `PortState::tx_pool`).
+        let tx_pool = Pool::new(0, TX_POOL_BYTES, GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 id,
@@ -251,10 +257,20 @@ impl Port {
             // Cannot fail: the capacity was reserved above.
             let _ = bufs.push_within_capacity(Buffer::new(RX_BUF_SIZE, GFP_KERNEL)?);
         }
+        // The room for consumed transmit buffers, once (see `PortState::tx_pool`).
+        let tx_room = self.out_vq.size() as usize;
+        let room = if self.state.lock().tx_pool.room() < tx_room {
+            Some(KVec::with_capacity(tx_room, GFP_KERNEL)?)
+        } else {
+            None
+        };
         let mut guard = self.state.lock();
         if guard.unplugged {
             drop(guard);
             return Err(ENODEV);
+        }
+        if let Some(room) = room {
+            guard.tx_pool.grow(room);
         }
         let (st, mut q) = self.in_vq.lock_inside(&mut guard);
         let mut added = 0;

@@ -12,7 +12,7 @@ use super::*;
 use crate::{
     control::le_message as msg,
     kunit_spawn::spawn,
-    port::{Port, TX_POOL, TX_POOL_BYTES},
+    port::{Port, TX_POOL_BYTES},
 };
 use core::{
     cell::RefCell,
@@ -1200,22 +1200,25 @@ mod tests {
             }
             Ok(taken.len())
         };
-        // The host falls behind by more buffers than the pool keeps, then consumes them all.
-        let behind = TX_POOL + 4;
+        // The open gave the pool room for a whole transmit ring.
+        assert!(port.state.lock().tx_pool_room() >= QSIZE as usize);
+        // The host falls behind by all but one buffer of the ring, then consumes them all.
+        let behind = QSIZE as usize - 1;
         for i in 0..behind {
             assert_eq!(write(&[i as u8; 16]), Ok(16));
         }
         assert_eq!(complete_all(&mut out)?, behind);
-        // The next write takes them back: the pool keeps TX_POOL, the rest are freed.
+        // The next write takes them back, and the pool keeps every one: none is freed.
         assert_eq!(pool(), 0);
         assert_eq!(write(b"next"), Ok(4));
-        assert_eq!(pool(), TX_POOL);
-        // The following writes reuse them, one each, while the host is behind again.
-        for n in (0..TX_POOL).rev() {
+        assert_eq!(pool(), behind);
+        // The following writes reuse them, one each, while the host is behind again: they
+        // allocate nothing until the ring is full.
+        for n in (0..behind).rev() {
             assert_eq!(write(b"again"), Ok(5));
             assert_eq!(pool(), n);
         }
-        assert_eq!(complete_all(&mut out)?, TX_POOL + 1);
+        assert_eq!(complete_all(&mut out)?, behind + 1);
         // Closing the file frees them all.
         port.release();
         assert_eq!(pool(), 0);
@@ -1636,15 +1639,20 @@ mod tests {
         for rx in [4, 6, 8] {
             assert_eq!(h.dev().pending(rx), 0);
         }
+        // Nor room for consumed transmit buffers.
+        assert_eq!(p1.state.lock().tx_pool_room(), 0);
         // The host has no buffer to send into.
         assert_eq!(h.to_port(1, b"x", 1).err(), Some(EAGAIN));
         // The first open fills only that port's queue.
         h.open_file(&p1)?;
         assert_eq!(h.dev().pending(4), QSIZE);
         assert_eq!(h.dev().pending(6), 0);
+        assert!(p1.state.lock().tx_pool_room() >= QSIZE as usize);
         // A console fills at once.
         h.send(2, EV_CONSOLE_PORT, 1, &[]);
         assert_eq!(h.dev().pending(6), QSIZE);
+        let p2 = h.port(2).ok_or(ENODEV)?;
+        assert!(p2.state.lock().tx_pool_room() >= QSIZE as usize);
         // Closing keeps the buffers; opening again adds none.
         p1.release();
         assert_eq!(h.dev().pending(4), QSIZE);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A small stack of consumed transmit buffers kept for reuse, bounded in number and in
-//! bytes, with room for its items allocated once, so buffers can be put back under a spinlock
-//! without allocating.
+//! bytes, with room for its items allocated beforehand, so buffers can be put back under a
+//! spinlock without allocating.
 //!
 //! While the host is behind a stream of writes it gives several buffers back at once; keeping
 //! some of them lets the next writes reuse their memory instead of going through the slab
@@ -50,6 +50,28 @@ impl<T: PoolItem> Pool<T> {
     /// The bytes the kept items hold.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// How many items the pool can keep.
+    pub(crate) fn room(&self) -> usize {
+        self.items.capacity()
+    }
+
+    /// Gives the pool the room of `room` (an empty vector allocated by the caller, outside
+    /// any lock) if that is more than it has, keeping its items; the smaller of the two
+    /// vectors is dropped.
+    pub(crate) fn grow(&mut self, mut room: KVec<T>) {
+        if room.capacity() <= self.items.capacity() {
+            return;
+        }
+        room.clear();
+        for item in self.items.drain_all() {
+            // Cannot fail: `room` is larger than the old storage, which held every item.
+            let _ = room.push_within_capacity(item);
+        }
+        // INVARIANT: the same items are kept, so `bytes` is unchanged; the capacity only
+        // changes here, never in `put`.
+        self.items = room;
     }
 
     /// Keeps `item`, or gives it back if the pool is full or the item would take it over its
@@ -169,6 +191,26 @@ mod tests {
         for i in 0..4 {
             assert!(p.put(KBox::new(i, GFP_KERNEL)?).is_ok());
         }
+        Ok(())
+    }
+
+    #[test]
+    fn grow_keeps_the_items_and_gives_more_room() -> Result {
+        let mut p = Pool::new(1, 100, GFP_KERNEL)?;
+        assert_eq!(p.put(Item(10)), Ok(()));
+        assert_eq!(p.put(Item(20)), Err(Item(20)));
+        // Less room than the pool has changes nothing.
+        p.grow(KVec::with_capacity(1, GFP_KERNEL)?);
+        assert_eq!((p.room(), p.len(), p.bytes()), (1, 1, 10));
+        p.grow(KVec::with_capacity(3, GFP_KERNEL)?);
+        assert!(p.room() >= 3);
+        assert_eq!((p.len(), p.bytes()), (1, 10));
+        assert_eq!(p.put(Item(20)), Ok(()));
+        assert_eq!(p.put(Item(30)), Ok(()));
+        assert_eq!(p.take(), Some(Item(30)));
+        assert_eq!(p.take(), Some(Item(20)));
+        assert_eq!(p.take(), Some(Item(10)));
+        assert_eq!(p.take(), None);
         Ok(())
     }
 

@@ -31,7 +31,7 @@ pub const REQUIRED_SUITES: [(&str, usize); 12] = [
     ("virtio_console_rs_debugfs", 3),
     ("virtio_console_rs_ratelimit", 1),
     ("virtio_console_rs_fifo", 4),
-    ("virtio_console_rs_tx_pool", 5),
+    ("virtio_console_rs_tx_pool", 6),
     ("virtio_console_rs_fake_device", 33),
     ("virtio_console_rs_port_table", 4),
     ("virtio_console_rs_fake_random", 1),
