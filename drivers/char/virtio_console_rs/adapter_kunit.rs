@@ -18,6 +18,22 @@ use kernel::{
 
 use crate::kunit_spawn::spawn;
 
+/// Registers test driver `T` under `name`; returns the registration and the context that the
+/// driver built, which the test looks at.
+fn register<T: virtio::Driver>(
+    name: &'static CStr,
+) -> Result<(Pin<KBox<virtio::Registration<T>>>, Arc<T::Context>)> {
+    let reg = KBox::pin_init(
+        virtio::Registration::<T>::new(
+            name,
+            kernel::module::this_module::<crate::VirtioConsoleModule>(),
+        ),
+        GFP_KERNEL,
+    )?;
+    let ctx = virtio::Adapter::<T>::context(&reg).clone();
+    Ok((reg, ctx))
+}
+
 /// A device type no real device uses; only [`EarlyIrq`] binds it.
 const EARLY_IRQ_ID: u32 = 0xfff4;
 
@@ -52,6 +68,16 @@ impl virtio::Driver for EarlyIrq {
     const ID_TABLE: virtio::IdTable =
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(EARLY_IRQ_ID)]);
     const FEATURES: &'static [u32] = &[];
+
+    fn context() -> Result<Arc<EarlyCtx>> {
+        Arc::pin_init(
+            pin_init!(EarlyCtx {
+                called_in_probe: AtomicBool::new(false),
+                bound <- kernel::new_spinlock!(None),
+            }),
+            GFP_KERNEL,
+        )
+    }
 
     fn probe(dev: &virtio::Device<Core<'_>>, ctx: &Arc<EarlyCtx>) -> Result<Arc<EarlyData>> {
         let vqs = dev.find_vqs(&[VirtqueueInfo {
@@ -88,7 +114,7 @@ impl virtio::Driver for EarlyIrq {
         Ok(data)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<EarlyData>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<EarlyData>) {}
 
     fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<EarlyData>, _index: u32) {
         data.calls.fetch_add(1, Ordering::Relaxed);
@@ -124,6 +150,16 @@ impl virtio::Driver for ConfigProbe {
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(CONFIG_PROBE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
+    fn context() -> Result<Arc<ConfigSeen>> {
+        Ok(Arc::new(
+            ConfigSeen {
+                accessible: AtomicBool::new(false),
+                writer: core::sync::atomic::AtomicI32::new(1),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
     fn probe(dev: &virtio::Device<Core<'_>>, seen: &Arc<ConfigSeen>) -> Result<Arc<()>> {
         seen.accessible
             .store(dev.config().is_some(), Ordering::Relaxed);
@@ -138,7 +174,7 @@ impl virtio::Driver for ConfigProbe {
         Ok(Arc::new((), GFP_KERNEL)?)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<()>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<()>) {}
 
     fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
 }
@@ -146,21 +182,7 @@ impl virtio::Driver for ConfigProbe {
 /// Binds [`ConfigProbe`] to a device whose config space is reached as `mode` says; returns
 /// whether the config was accessible, the writer's errno and the first config byte after probe.
 fn probe_config(mode: test_device::ConfigMode) -> Result<(bool, i32, u8)> {
-    let seen = Arc::new(
-        ConfigSeen {
-            accessible: AtomicBool::new(false),
-            writer: core::sync::atomic::AtomicI32::new(1),
-        },
-        GFP_KERNEL,
-    )?;
-    let _driver = KBox::pin_init(
-        virtio::Registration::<ConfigProbe>::new(
-            c"virtio_console_rs_kunit_config",
-            seen.clone(),
-            kernel::module::this_module::<crate::VirtioConsoleModule>(),
-        ),
-        GFP_KERNEL,
-    )?;
+    let (_driver, seen) = register::<ConfigProbe>(c"virtio_console_rs_kunit_config")?;
     let dev = TestDevice::new_with_config_mode(CONFIG_PROBE_ID, 0, &[0; 8], 8, mode)?;
     let mut byte = [0u8; 1];
     dev.config_read(0, &mut byte);
@@ -203,6 +225,10 @@ impl virtio::Driver for FailFreeze {
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(FAIL_FREEZE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
+    fn context() -> Result<Arc<SpinLock<Option<Arc<FailData>>>>> {
+        Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)
+    }
+
     fn probe(
         dev: &virtio::Device<Core<'_>>,
         bound: &Arc<SpinLock<Option<Arc<FailData>>>>,
@@ -228,7 +254,7 @@ impl virtio::Driver for FailFreeze {
         Ok(data)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<FailData>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<FailData>) {}
 
     fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<FailData>, _index: u32) {
         data.calls.fetch_add(1, Ordering::Relaxed);
@@ -264,6 +290,10 @@ impl virtio::Driver for KeepHandle {
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(KEEP_HANDLE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
+    fn context() -> Result<Arc<Kept>> {
+        Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)
+    }
+
     fn probe(dev: &virtio::Device<Core<'_>>, kept: &Arc<Kept>) -> Result<Arc<()>> {
         let handle = dev.handle()?;
         let writer = dev.atomic_config_writer()?;
@@ -271,7 +301,7 @@ impl virtio::Driver for KeepHandle {
         Ok(Arc::new((), GFP_KERNEL)?)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<()>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<()>) {}
 
     fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
 }
@@ -336,11 +366,21 @@ impl virtio::Driver for SlowFreeze {
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(SLOW_FREEZE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
+    fn context() -> Result<Arc<RaceCtx>> {
+        Arc::pin_init(
+            pin_init!(RaceCtx {
+                ev <- kernel::new_mutex!(RaceEvents::default()),
+                cv <- kernel::new_condvar!(),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
     fn probe(_dev: &virtio::Device<Core<'_>>, ctx: &Arc<RaceCtx>) -> Result<Arc<Arc<RaceCtx>>> {
         Ok(Arc::new(ctx.clone(), GFP_KERNEL)?)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, ctx: Arc<Arc<RaceCtx>>) {
+    fn remove(_dev: &virtio::Device<Core<'_>>, ctx: &Arc<Arc<RaceCtx>>) {
         ctx.note(|ev| ev.removed = true);
     }
 
@@ -362,21 +402,7 @@ mod tests {
     /// probe has returned, and the driver then finds the buffer the device filled.
     #[test]
     fn an_interrupt_during_probe_is_replayed_once_after_it() -> Result {
-        let ctx = Arc::pin_init(
-            pin_init!(EarlyCtx {
-                called_in_probe: AtomicBool::new(false),
-                bound <- kernel::new_spinlock!(None),
-            }),
-            GFP_KERNEL,
-        )?;
-        let _driver = KBox::pin_init(
-            virtio::Registration::<EarlyIrq>::new(
-                c"virtio_console_rs_kunit_early",
-                ctx.clone(),
-                kernel::module::this_module::<crate::VirtioConsoleModule>(),
-            ),
-            GFP_KERNEL,
-        )?;
+        let (_driver, ctx) = register::<EarlyIrq>(c"virtio_console_rs_kunit_early")?;
         let dev = TestDevice::new(EARLY_IRQ_ID, 0, &[], 8)?;
         // A failed assertion ends the case without unwinding: look first, assert after the
         // device and the driver are gone, so a failure leaves nothing registered behind.
@@ -429,15 +455,7 @@ mod tests {
     /// the driver.
     #[test]
     fn a_failed_freeze_brings_the_device_back() -> Result {
-        let bound = Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
-        let _driver = KBox::pin_init(
-            virtio::Registration::<FailFreeze>::new(
-                c"virtio_console_rs_kunit_fail_freeze",
-                bound.clone(),
-                kernel::module::this_module::<crate::VirtioConsoleModule>(),
-            ),
-            GFP_KERNEL,
-        )?;
+        let (_driver, bound) = register::<FailFreeze>(c"virtio_console_rs_kunit_fail_freeze")?;
         let dev = TestDevice::new(FAIL_FREEZE_ID, 0, &[], 8)?;
         let data = bound.lock().clone();
         let frozen = dev.freeze();
@@ -477,15 +495,7 @@ mod tests {
     /// used to reach the transport there, which virtio-pci has unmapped by then).
     #[test]
     fn handles_end_with_the_binding() -> Result {
-        let kept = Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
-        let _driver = KBox::pin_init(
-            virtio::Registration::<KeepHandle>::new(
-                c"virtio_console_rs_kunit_keep_handle",
-                kept.clone(),
-                kernel::module::this_module::<crate::VirtioConsoleModule>(),
-            ),
-            GFP_KERNEL,
-        )?;
+        let (_driver, kept) = register::<KeepHandle>(c"virtio_console_rs_kunit_keep_handle")?;
         let dev = TestDevice::new(KEEP_HANDLE_ID, 0, &[1, 2, 3, 4], 8)?;
         let pair = kept.lock().take();
         let bound = pair.as_ref().map(|(h, w)| {
@@ -516,21 +526,7 @@ mod tests {
     /// freed its state under the freeze.
     #[test]
     fn a_removal_waits_for_a_reset_prepare() -> Result {
-        let ctx = Arc::pin_init(
-            pin_init!(RaceCtx {
-                ev <- kernel::new_mutex!(RaceEvents::default()),
-                cv <- kernel::new_condvar!(),
-            }),
-            GFP_KERNEL,
-        )?;
-        let driver = KBox::pin_init(
-            virtio::Registration::<SlowFreeze>::new(
-                c"virtio_console_rs_kunit_slow_freeze",
-                ctx.clone(),
-                kernel::module::this_module::<crate::VirtioConsoleModule>(),
-            ),
-            GFP_KERNEL,
-        )?;
+        let (driver, ctx) = register::<SlowFreeze>(c"virtio_console_rs_kunit_slow_freeze")?;
         let dev = Arc::new(TestDevice::new(SLOW_FREEZE_ID, 0, &[], 8)?, GFP_KERNEL)?;
         let bound = dev.is_bound();
         let (d, c) = (dev.clone(), ctx.clone());
