@@ -932,8 +932,8 @@ macro_rules! module_virtio_driver {
 pub type Registration<T> = driver::Registration<Adapter<T>>;
 
 /// The driver structure of a Rust virtio driver ([`driver::DriverLayout::DriverType`] of
-/// [`Adapter`]): the C `struct virtio_driver` and the driver's context, which
-/// [`Adapter::probe_callback`] finds from the device's driver pointer with `container_of`.
+/// [`Adapter`]): the C `struct virtio_driver` and the driver's context, which the adapter's
+/// probe finds from the device's driver pointer with `container_of`.
 ///
 /// # Invariants
 ///

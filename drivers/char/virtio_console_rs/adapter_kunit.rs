@@ -18,11 +18,12 @@ use kernel::{
 
 use crate::kunit_spawn::spawn;
 
+/// A registered test driver.
+type Registered<T> = Pin<KBox<virtio::Registration<T>>>;
+
 /// Registers test driver `T` under `name`; returns the registration and the context that the
 /// driver built, which the test looks at.
-fn register<T: virtio::Driver>(
-    name: &'static CStr,
-) -> Result<(Pin<KBox<virtio::Registration<T>>>, Arc<T::Context>)> {
+fn register<T: virtio::Driver>(name: &'static CStr) -> Result<(Registered<T>, Arc<T::Context>)> {
     let reg = KBox::pin_init(
         virtio::Registration::<T>::new(
             name,
