@@ -882,22 +882,30 @@ impl<T: Driver> BoundState<T> {
         self.published.store(false, Relaxed);
     }
 
-    /// The driver data, for a PM callback; borrowed for as long as `pm` is held.
+    /// The bound device and the driver data, for a PM callback, both borrowed for as long as
+    /// `pm` is held; `None` if the driver is not bound (probe failed or is still running, or
+    /// remove has begun).
     ///
-    /// `dev` is the device of this state, valid for the duration of the PM callback.
-    fn data<'g>(
+    /// # Safety
+    ///
+    /// `vdev` must be the device of this state, valid while `pm` is held.
+    unsafe fn bound<'g>(
         &self,
         pm: &'g crate::sync::MutexGuard<'_, PmState>,
-        dev: &'g Device<BoundInternal>,
-    ) -> Option<&'g Arc<T::Data>> {
+        vdev: *mut bindings::virtio_device,
+    ) -> Option<(&'g Device<BoundInternal>, &'g Arc<T::Data>)> {
         if pm.removed || !self.published.load(Acquire) {
             return None;
         }
-        // SAFETY: The data is published, so in drvdata as an `Arc<T::Data>`, and remove has
-        // not begun: it sets `removed` under `pm` first, and the driver core drops the drvdata
-        // only after remove, so not while `pm` (which bounds the borrow) is held.
+        // SAFETY: `vdev` is valid while `pm` is held (safety requirements). Probe succeeded
+        // (the data is published) and remove has not begun: it sets `removed` under `pm`
+        // first, so the device stays bound to our driver while `pm`, which bounds the
+        // borrow, is held.
+        let dev = unsafe { Device::<BoundInternal>::from_raw(vdev) };
+        // SAFETY: The data is published, so in drvdata as an `Arc<T::Data>`, and the driver
+        // core drops it only after remove, so not while `pm` is held (see above).
         let data = unsafe { dev.as_ref().drvdata_borrow::<Arc<T::Data>>() };
-        Some(data.get_ref())
+        Some((dev, data.get_ref()))
     }
 }
 
@@ -1271,13 +1279,11 @@ impl<T: Driver> Adapter<T> {
             return 0;
         };
         let mut pm = state.pm.lock();
-        // SAFETY: `vdev` is valid for the duration of the callback; it is used as bound only
-        // below, once `data` shows that the driver is bound and remove has not begun.
-        let internal = unsafe { Device::<BoundInternal>::from_raw(vdev) };
-        let Some(data) = state.data(&pm, internal) else {
+        // SAFETY: `vdev` is our state's device, valid for the duration of the callback.
+        let Some((dev, data)) = (unsafe { state.bound(&pm, vdev) }) else {
             return 0;
         };
-        let dev: &Device<Bound> = internal;
+        let dev: &Device<Bound> = dev;
         // Reset first (waiting for callbacks in flight), so the device no longer touches the
         // queues while the driver and the adapter empty them.
         let result = {
@@ -1303,6 +1309,9 @@ impl<T: Driver> Adapter<T> {
             state.pm.lock().restoring = false;
             state.pm_done.notify_all();
             if ret != 0 {
+                // SAFETY: `vdev` is valid for the duration of the callback; `Normal` claims
+                // nothing more.
+                let dev = unsafe { Device::<Normal>::from_raw(vdev) };
                 dev_err!(
                     dev.as_ref(),
                     "restoring the device after a failed freeze failed: {}\n",
@@ -1321,11 +1330,10 @@ impl<T: Driver> Adapter<T> {
         };
         let pm = state.pm.lock();
         // SAFETY: As in `freeze_callback`.
-        let internal = unsafe { Device::<BoundInternal>::from_raw(vdev) };
-        let Some(data) = state.data(&pm, internal) else {
+        let Some((dev, data)) = (unsafe { state.bound(&pm, vdev) }) else {
             return 0;
         };
-        let dev: &Device<Bound> = internal;
+        let dev: &Device<Bound> = dev;
         if let Err(e) = state.common.thaw(dev) {
             return e.to_errno();
         }
