@@ -395,6 +395,64 @@ impl virtio::Driver for SlowFreeze {
     }
 }
 
+/// A device type no real device uses; only [`DropOrder`] binds it.
+const DROP_ORDER_ID: u32 = 0xfff9;
+
+/// What [`DropOrder`] saw of its remove and of the drop of its data.
+#[derive(Default)]
+struct DropSeen {
+    /// [`virtio::Driver::remove`] ran.
+    removed: AtomicBool,
+    /// The driver data was dropped.
+    dropped: AtomicBool,
+    /// The data was already dropped when remove ran.
+    dropped_at_remove: AtomicBool,
+    /// Remove had run when the data was dropped.
+    removed_at_drop: AtomicBool,
+}
+
+/// The driver data of [`DropOrder`]: notes its drop in the context.
+struct Tracked {
+    seen: Arc<DropSeen>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let removed = self.seen.removed.load(Ordering::Relaxed);
+        self.seen.removed_at_drop.store(removed, Ordering::Relaxed);
+        self.seen.dropped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A driver that notes when its remove runs and when its data is dropped.
+struct DropOrder;
+
+impl virtio::Driver for DropOrder {
+    type Context = DropSeen;
+    type Data = Tracked;
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(DROP_ORDER_ID)]);
+    const FEATURES: &'static [u32] = &[];
+
+    fn context() -> Result<Arc<DropSeen>> {
+        Ok(Arc::new(DropSeen::default(), GFP_KERNEL)?)
+    }
+
+    fn probe(_dev: &virtio::Device<Core<'_>>, seen: &Arc<DropSeen>) -> Result<Arc<Tracked>> {
+        Ok(Arc::new(Tracked { seen: seen.clone() }, GFP_KERNEL)?)
+    }
+
+    fn remove(_dev: &virtio::Device<Core<'_>>, data: &Arc<Tracked>) {
+        let dropped = data.seen.dropped.load(Ordering::Relaxed);
+        data.seen
+            .dropped_at_remove
+            .store(dropped, Ordering::Relaxed);
+        data.seen.removed.store(true, Ordering::Relaxed);
+    }
+
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<Tracked>, _index: u32) {}
+}
+
 #[kunit_tests(virtio_console_rs_virtio_adapter)]
 mod tests {
     use super::*;
@@ -573,6 +631,28 @@ mod tests {
             probe_config(ConfigMode::None)?,
             (false, EOPNOTSUPP.to_errno(), 0)
         );
+        Ok(())
+    }
+
+    /// The driver core owns the driver data (drvdata): it stays alive while the device is
+    /// bound and is dropped when the device is unbound, after the driver's remove.
+    #[test]
+    fn the_driver_core_drops_the_data_after_remove() -> Result {
+        let (driver, seen) = register::<DropOrder>(c"virtio_console_rs_kunit_drop_order")?;
+        let dev = TestDevice::new(DROP_ORDER_ID, 0, &[], 8)?;
+        let bound = dev.is_bound();
+        let alive_while_bound = !seen.dropped.load(Ordering::Relaxed);
+        drop(dev);
+        let removed = seen.removed.load(Ordering::Relaxed);
+        let dropped = seen.dropped.load(Ordering::Relaxed);
+        drop(driver);
+
+        assert!(bound);
+        assert!(alive_while_bound);
+        assert!(removed);
+        assert!(dropped);
+        assert!(!seen.dropped_at_remove.load(Ordering::Relaxed));
+        assert!(seen.removed_at_drop.load(Ordering::Relaxed));
         Ok(())
     }
 }
