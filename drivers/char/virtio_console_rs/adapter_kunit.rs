@@ -453,6 +453,50 @@ impl virtio::Driver for DropOrder {
     fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<Tracked>, _index: u32) {}
 }
 
+/// A device type no real device uses; only [`CtxLife`] binds it.
+const CTX_LIFE_ID: u32 = 0xfffa;
+
+/// Contexts of [`CtxLife`] dropped so far (a context cannot report its own drop through
+/// itself).
+static CTX_DROPS: AtomicU32 = AtomicU32::new(0);
+/// [`CTX_DROPS`] as [`CtxLife`]'s remove saw it, plus one (0: remove did not run).
+static CTX_DROPS_AT_REMOVE: AtomicU32 = AtomicU32::new(0);
+
+/// The context of [`CtxLife`]: counts its drop.
+struct LifeCtx;
+
+impl Drop for LifeCtx {
+    fn drop(&mut self) {
+        CTX_DROPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A driver that notes, in its remove, whether its context is still alive.
+struct CtxLife;
+
+impl virtio::Driver for CtxLife {
+    type Context = LifeCtx;
+    type Data = ();
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(CTX_LIFE_ID)]);
+    const FEATURES: &'static [u32] = &[];
+
+    fn context() -> Result<Arc<LifeCtx>> {
+        Ok(Arc::new(LifeCtx, GFP_KERNEL)?)
+    }
+
+    fn probe(_dev: &virtio::Device<Core<'_>>, _ctx: &Arc<LifeCtx>) -> Result<Arc<()>> {
+        Ok(Arc::new((), GFP_KERNEL)?)
+    }
+
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<()>) {
+        let drops = CTX_DROPS.load(Ordering::Relaxed);
+        CTX_DROPS_AT_REMOVE.store(drops + 1, Ordering::Relaxed);
+    }
+
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
+}
+
 #[kunit_tests(virtio_console_rs_virtio_adapter)]
 mod tests {
     use super::*;
@@ -653,6 +697,36 @@ mod tests {
         assert!(dropped);
         assert!(!seen.dropped_at_remove.load(Ordering::Relaxed));
         assert!(seen.removed_at_drop.load(Ordering::Relaxed));
+        Ok(())
+    }
+
+    /// The registration owns the context that [`virtio::Driver::context`] built: alive while
+    /// a device is bound (the unregistration unbinds it first), dropped once the driver is
+    /// unregistered.
+    #[test]
+    fn the_registration_drops_the_context_after_unregistering() -> Result {
+        let before = CTX_DROPS.load(Ordering::Relaxed);
+        CTX_DROPS_AT_REMOVE.store(0, Ordering::Relaxed);
+        let driver = KBox::pin_init(
+            virtio::Registration::<CtxLife>::new(
+                c"virtio_console_rs_kunit_ctx_life",
+                kernel::module::this_module::<crate::VirtioConsoleModule>(),
+            ),
+            GFP_KERNEL,
+        )?;
+        let dev = TestDevice::new(CTX_LIFE_ID, 0, &[], 8)?;
+        let bound = dev.is_bound();
+        let alive_while_registered = CTX_DROPS.load(Ordering::Relaxed) == before;
+        // The unregistration unbinds the device, which is still there.
+        drop(driver);
+        let at_remove = CTX_DROPS_AT_REMOVE.load(Ordering::Relaxed);
+        let after = CTX_DROPS.load(Ordering::Relaxed);
+        drop(dev);
+
+        assert!(bound);
+        assert!(alive_while_registered);
+        assert_eq!(at_remove, before + 1);
+        assert_eq!(after, before + 1);
         Ok(())
     }
 }
