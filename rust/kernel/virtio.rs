@@ -5,10 +5,26 @@
 //! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h) and
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h)
 //!
-//! A virtio driver implements [`Driver`] and registers it with a [`Registration`] (or, for a
-//! module with one driver, [`module_virtio_driver!`](crate::module_virtio_driver)). The bus calls
-//! [`Driver::probe`] for every device that matches [`Driver::ID_TABLE`]; the driver finds its
-//! virtqueues with [`Device::find_vqs`] and returns its per-device data in an [`Arc`].
+//! A virtio driver implements [`Driver`] and registers it with a [`Registration`], which is the
+//! driver core's [`driver::Registration`] with the bus [`Adapter`] (or, for a module with one
+//! driver, [`module_virtio_driver!`](crate::module_virtio_driver), built on
+//! [`module_driver!`](crate::module_driver)). The bus calls [`Driver::probe`] for every device
+//! that matches [`Driver::ID_TABLE`]; the driver finds its virtqueues with [`Device::find_vqs`]
+//! and returns its per-device data in an [`Arc`].
+//!
+//! # Where the state lives
+//!
+//! - The driver-wide context ([`Driver::Context`]) lives in the registration: the adapter builds
+//!   it with [`Driver::context`] before it registers the driver, hands it to every probe
+//!   (found from the device's driver pointer) and drops it after the driver is unregistered.
+//! - The per-device data ([`Driver::Data`]) is owned by the driver core, as the device's
+//!   drvdata, as on the other buses: stored when probe succeeds, borrowed by every callback,
+//!   dropped by the driver core after remove (or never stored, when probe fails).
+//! - The adapter's own bookkeeping of a bound device (interrupts recorded during probe, the
+//!   serialisation of freeze and restore with remove, the queues, the binding that handles
+//!   revoke) lives in `vdev->priv`: it must exist before the driver data (interrupts come
+//!   during probe) and outlive a freeze that the driver core runs concurrently with an unbind,
+//!   so it is reference counted, which drvdata is not.
 //!
 //! # Device contexts
 //!
@@ -42,10 +58,15 @@
 //! fail from then on, and the buffers the device still owned are dropped) and only then deletes
 //! the queues. A driver object that outlives its device (for example an open file) therefore
 //! cannot touch freed queues.
+//!
+//! Callbacks only borrow the driver data; the driver core drops it after remove has returned,
+//! in process context, and remove resets the device (waiting for callbacks in flight) before
+//! that, so no driver object is ever dropped by the adapter in interrupt context.
 
 use crate::{
     bindings,
-    device::{self, Bound, Core, DeviceContext, Normal},
+    device::{self, Bound, BoundInternal, Core, CoreInternal, DeviceContext, Normal},
+    driver,
     error::{to_result, Error, Result},
     prelude::*,
     str::CStr,
@@ -55,7 +76,11 @@ use crate::{
     types::Opaque,
     ThisModule,
 };
-use core::{marker::PhantomData, mem::ManuallyDrop, ptr::NonNull};
+use core::{
+    marker::PhantomData,
+    mem::{offset_of, ManuallyDrop, MaybeUninit},
+    ptr::NonNull,
+};
 
 #[cfg(CONFIG_VIRTIO_TEST_DEVICE)]
 pub mod test_device;
@@ -149,7 +174,9 @@ pub struct VirtqueueInfo {
 /// Callbacks marked "atomic context" run in hard interrupt context: they must not sleep and may
 /// only allocate with `GFP_ATOMIC`.
 pub trait Driver: Send + Sync + 'static {
-    /// Driver-wide state handed to every [`Driver::probe`], owned by the [`Registration`].
+    /// Driver-wide state handed to every [`Driver::probe`], owned by the [`Registration`]:
+    /// built by [`Driver::context`] before the driver is registered, dropped after it is
+    /// unregistered, and reachable through [`Adapter::context`].
     type Context: Send + Sync;
 
     /// Per-device data returned by [`Driver::probe`].
@@ -162,7 +189,15 @@ pub trait Driver: Send + Sync + 'static {
     /// device's.
     const FEATURES: &'static [u32];
 
+    /// Builds the driver's context when the driver is registered; an error fails the
+    /// registration.
+    fn context() -> Result<Arc<Self::Context>>;
+
     /// Binds the driver to `dev`.
+    ///
+    /// The data returned is owned by the driver core from then on (drvdata): every callback
+    /// borrows it, and the driver core drops it after the device is unbound (after
+    /// [`Driver::remove`], in process context).
     fn probe(dev: &Device<Core<'_>>, ctx: &Arc<Self::Context>) -> Result<Arc<Self::Data>>;
 
     /// Unbinds the driver from `dev`.
@@ -172,7 +207,9 @@ pub trait Driver: Send + Sync + 'static {
     /// a kick does nothing) and are revoked and deleted after `remove` returns. The queues were
     /// broken before the adapter waited for anything, so a work item still running sees them
     /// broken and can stop (as the C drivers' loops on `virtqueue_get_buf()` do).
-    fn remove(dev: &Device<Core<'_>>, data: Arc<Self::Data>);
+    ///
+    /// The driver core drops its reference to `data` when this returns.
+    fn remove(dev: &Device<Core<'_>>, data: &Arc<Self::Data>);
 
     /// A used-buffer notification on the queue with index `index` (atomic context).
     fn vq_interrupt(dev: &Device<Bound>, data: &Arc<Self::Data>, index: u32);
@@ -743,13 +780,20 @@ struct Pending {
     config: bool,
 }
 
-/// The bound state of one device for driver `T`.
+/// The adapter's bookkeeping of one device bound to driver `T`, kept in `vdev->priv`.
+///
+/// The driver's data is not here: the driver core owns it (drvdata, see [`Adapter`]). What is
+/// here must exist before the driver data does (interrupts recorded during probe), or must be
+/// reachable by callbacks that the driver core does not serialise with the unbind (freeze and
+/// restore, through `priv` under the RCU read lock and a reference count), which drvdata,
+/// freed by the driver core right after remove, cannot be.
 ///
 /// # Invariants
 ///
-/// `data` is null or a pointer from [`Arc::into_raw`] whose reference the state owns. It turns
-/// non-null once, when `probe` has succeeded, and null once, when `remove` begins; the reference
-/// is given back only after the device has been reset, which waits for callbacks in flight
+/// `published` turns `true` once, after `probe` has succeeded and its data was stored as the
+/// device's drvdata (an `Arc<T::Data>`), and `false` once, when remove begins, before the
+/// device is reset. The driver core drops the drvdata only after remove has returned
+/// (`post_unbind_rust`), so after that reset, which waits for callbacks in flight
 /// ([`Device::reset`]: the callbacks run under the RCU read lock and it waits for a grace
 /// period, whatever the transport).
 #[pin_data]
@@ -757,12 +801,12 @@ struct Pending {
 struct BoundState<T: Driver> {
     #[pin]
     common: DeviceState,
-    /// The published driver data. Stored in process context (probe and remove) with `pending`
-    /// held; loaded without a lock by the callbacks, in interrupt context, so that the hot path
-    /// of an interrupt takes no lock and touches no reference count.
-    data: Atomic<*const T::Data>,
-    /// Interrupts seen while `data` was null. Touched from interrupt context (the callbacks) and
-    /// process context (probe, when it publishes `data`).
+    /// Whether the driver data is in drvdata. Stored in process context (probe and remove)
+    /// with `pending` held; loaded without a lock by the callbacks, in interrupt context, so
+    /// that the hot path of an interrupt takes no lock and touches no reference count.
+    published: Atomic<bool>,
+    /// Interrupts seen while `published` was `false`. Touched from interrupt context (the
+    /// callbacks) and process context (probe, when it publishes the data).
     #[pin]
     pending: SpinLockIrq<Pending>,
     /// Serialises probe, remove, freeze, restore, reset-prepare and reset-done of the device.
@@ -771,12 +815,13 @@ struct BoundState<T: Driver> {
     /// calls freeze/restore and `reset_prepare`/`reset_done` (a PCI function reset, which user
     /// space can start through the PCI device's sysfs `reset` file) with the PCI device's lock
     /// held, not the virtio device's; without this lock an unbind of the virtio device through
-    /// sysfs could free the state under a reset-prepare.
+    /// sysfs could free the state, and the driver core the driver data, under a reset-prepare.
     #[pin]
     pm: Mutex<PmState>,
     /// Signalled when `PmState::restoring` turns `false`.
     #[pin]
     pm_done: CondVar,
+    _p: PhantomData<T>,
 }
 
 /// What [`BoundState::pm`] guards.
@@ -790,92 +835,90 @@ struct PmState {
 }
 
 impl<T: Driver> BoundState<T> {
-    /// Calls `f` with the published driver data or, while `probe` runs, records the interrupt
-    /// with `record` so that it is replayed once the data is published.
+    /// Calls `f` with the driver data or, while `probe` runs, records the interrupt with
+    /// `record` so that it is replayed once the data is published.
     ///
     /// Called from the callbacks only (interrupt context, between `find_vqs` and the reset in
-    /// `remove`, or the config callback while it is enabled).
-    fn with_data(&self, record: impl FnOnce(&mut Pending), f: impl FnOnce(&Arc<T::Data>)) {
-        let mut ptr = self.data.load(Acquire);
-        if ptr.is_null() {
-            let mut pending = self.pending.lock();
+    /// `remove`, or the config callback while it is enabled), with `vdev` the device of this
+    /// state.
+    fn with_data(
+        &self,
+        vdev: *mut bindings::virtio_device,
+        record: impl FnOnce(&mut Pending),
+        f: impl FnOnce(&Arc<T::Data>),
+    ) {
+        if !self.published.load(Acquire) {
+            let pending = self.pending.lock();
             // `probe` publishes with `pending` held: either it has done so by now, or it will
             // find this record when it does.
-            ptr = self.data.load(Relaxed);
-            if ptr.is_null() {
+            if !self.published.load(Relaxed) {
+                let mut pending = pending;
                 record(&mut pending);
                 return;
             }
         }
-        // SAFETY: The reference `data` stands for is given back only after a reset that waits
-        // for this callback to return.
-        f(&*unsafe { Self::borrow(ptr) });
+        // SAFETY: `vdev` is valid and bound to our driver: its callbacks run, and `published`
+        // was `true`, so remove has not reset the device yet (type invariant).
+        let dev = unsafe { Device::<BoundInternal>::from_raw(vdev) };
+        // SAFETY: `published` was `true`: probe stored an `Arc<T::Data>` as drvdata before it
+        // set the flag (`Release`, read with `Acquire` or under `pending`), and the driver core
+        // drops it only after remove's reset, which waits for this callback (type invariant).
+        let data = unsafe { dev.as_ref().drvdata_borrow::<Arc<T::Data>>() };
+        f(data.get_ref());
     }
 
-    /// The published driver data `ptr` as an `Arc` that does not drop the state's reference.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must be a non-null value of `data`, and the caller must not let the result outlive
-    /// the state's reference (see the type invariant).
-    unsafe fn borrow(ptr: *const T::Data) -> ManuallyDrop<Arc<T::Data>> {
-        // SAFETY: By the type invariant a non-null `data` came from `Arc::into_raw`; the caller
-        // keeps the reference alive, and `ManuallyDrop` keeps this copy from dropping it.
-        ManuallyDrop::new(unsafe { Arc::from_raw(ptr) })
-    }
-
-    /// Publishes `data` and returns the interrupts recorded before.
-    fn publish(&self, data: Arc<T::Data>) -> Pending {
+    /// Publishes the driver data (already in drvdata) and returns the interrupts recorded
+    /// before.
+    fn publish(&self) -> Pending {
         let mut pending = self.pending.lock();
-        self.data.store(Arc::into_raw(data), Release);
+        self.published.store(true, Release);
         core::mem::take(&mut *pending)
     }
 
-    /// Unpublishes the driver data and returns the reference to it.
+    /// Unpublishes the driver data: callbacks that start from now on record, and do not reach
+    /// the driver.
+    fn unpublish(&self) {
+        let _pending = self.pending.lock();
+        self.published.store(false, Relaxed);
+    }
+
+    /// The bound device and the driver data, for a PM callback, both borrowed for as long as
+    /// `pm` is held; `None` if the driver is not bound (probe failed or is still running, or
+    /// remove has begun).
     ///
     /// # Safety
     ///
-    /// The caller must not drop the returned reference before the device has been reset, as
-    /// callbacks in flight may still use the data.
-    unsafe fn unpublish(&self) -> Option<Arc<T::Data>> {
-        let ptr = {
-            let _pending = self.pending.lock();
-            self.data.xchg(core::ptr::null(), Relaxed)
-        };
-        if ptr.is_null() {
+    /// `vdev` must be the device of this state, valid while `pm` is held.
+    unsafe fn bound<'g>(
+        &self,
+        pm: &'g crate::sync::MutexGuard<'_, PmState>,
+        vdev: *mut bindings::virtio_device,
+    ) -> Option<(&'g Device<BoundInternal>, &'g Arc<T::Data>)> {
+        if pm.removed || !self.published.load(Acquire) {
             return None;
         }
-        // SAFETY: By the type invariant `ptr` came from `Arc::into_raw` and its reference
-        // belonged to the state, which has now given it up; the caller keeps it alive for the
-        // callbacks in flight.
-        Some(unsafe { Arc::from_raw(ptr) })
-    }
-
-    /// A new reference to the published driver data, if any.
-    ///
-    /// Called with `pm` held, which serialises it with probe and remove.
-    fn data(&self, _pm: &crate::sync::MutexGuard<'_, PmState>) -> Option<Arc<T::Data>> {
-        let ptr = self.data.load(Acquire);
-        if ptr.is_null() {
-            return None;
-        }
-        // SAFETY: `remove`, which gives the reference back, holds `pm` when it does, so it
-        // cannot run concurrently; `clone` takes a new one before the borrow ends.
-        Some(Arc::clone(&*unsafe { Self::borrow(ptr) }))
+        // SAFETY: `vdev` is valid while `pm` is held (safety requirements). Probe succeeded
+        // (the data is published) and remove has not begun: it sets `removed` under `pm`
+        // first, so the device stays bound to our driver while `pm`, which bounds the
+        // borrow, is held.
+        let dev = unsafe { Device::<BoundInternal>::from_raw(vdev) };
+        // SAFETY: The data is published, so in drvdata as an `Arc<T::Data>`, and the driver
+        // core drops it only after remove, so not while `pm` is held (see above).
+        let data = unsafe { dev.as_ref().drvdata_borrow::<Arc<T::Data>>() };
+        Some((dev, data.get_ref()))
     }
 }
 
 /// Declares a kernel module whose only job is one virtio driver: registers `type` (a
-/// [`Driver`]) under the module's name with the context that `context` (an expression of type
-/// `Result<Arc<Driver::Context>>`) builds, and unregisters it when the module goes away. The
-/// other fields are those of [`module!`](crate::prelude::module).
+/// [`Driver`]) under the module's name through [`Registration`], and unregisters it when the
+/// module goes away. The driver's context comes from [`Driver::context`]. The other fields are
+/// those of [`module!`](crate::prelude::module).
 ///
 /// # Examples
 ///
 /// ```ignore
 /// kernel::module_virtio_driver! {
 ///     type: RngDriver,
-///     context: Ok(Arc::new(Globals::default(), GFP_KERNEL)?),
 ///     name: "rust_virtio_rng",
 ///     authors: ["..."],
 ///     description: "...",
@@ -884,114 +927,158 @@ impl<T: Driver> BoundState<T> {
 /// ```
 #[macro_export]
 macro_rules! module_virtio_driver {
-    (type: $type:ty, context: $ctx:expr, $($f:tt)*) => {
-        #[$crate::prelude::pin_data]
-        struct VirtioDriverModule {
-            #[pin]
-            _driver: $crate::virtio::Registration<$type>,
-        }
-
-        impl $crate::InPlaceModule for VirtioDriverModule {
-            fn init(
-                module: &'static $crate::ThisModule,
-            ) -> impl ::pin_init::PinInit<Self, $crate::error::Error> {
-                let ctx: $crate::error::Result<
-                    $crate::sync::Arc<<$type as $crate::virtio::Driver>::Context>,
-                > = (|| $ctx)();
-                $crate::try_pin_init!(Self {
-                    _driver <- $crate::virtio::Registration::new(
-                        <Self as $crate::ModuleMetadata>::NAME,
-                        ctx?,
-                        module,
-                    ),
-                })
-            }
-        }
-
-        $crate::prelude::module! {
-            type: VirtioDriverModule,
-            $($f)*
-        }
+    ($($f:tt)*) => {
+        $crate::module_driver!(<T>, $crate::virtio::Adapter<T>, { $($f)* });
     };
 }
 
-/// The registration of a virtio driver.
+/// The registration of virtio driver `T`: dropping it unregisters the driver, which unbinds
+/// every device, and then drops the driver's context.
 ///
-/// Dropping it unregisters the driver, which unbinds every device.
-#[pin_data(PinnedDrop)]
-pub struct Registration<T: Driver> {
-    #[pin]
-    drv: Opaque<bindings::virtio_driver>,
-    ctx: Arc<T::Context>,
-    _p: PhantomData<T>,
+/// `Registration::<T>::new(name, module)` registers the driver; [`Adapter::context`] gives its
+/// context.
+pub type Registration<T> = driver::Registration<Adapter<T>>;
+
+/// The driver structure of a Rust virtio driver ([`driver::DriverLayout::DriverType`] of
+/// [`Adapter`]): the C `struct virtio_driver` and the driver's context, which the adapter's
+/// probe finds from the device's driver pointer with `container_of`.
+///
+/// # Invariants
+///
+/// `ctx` is initialised from the start of a successful [`driver::RegistrationOps::register`]
+/// (before the driver is registered with the bus) until the matching
+/// [`driver::RegistrationOps::unregister`] (after it is unregistered), and only read in
+/// between.
+#[repr(C)]
+pub struct RawDriver<T: Driver> {
+    drv: bindings::virtio_driver,
+    ctx: MaybeUninit<Arc<T::Context>>,
 }
 
-// SAFETY: The registration only hands `ctx` to callbacks; `T::Context` is `Send + Sync`.
-unsafe impl<T: Driver> Send for Registration<T> {}
-// SAFETY: As above; `&Registration` exposes nothing mutable.
-unsafe impl<T: Driver> Sync for Registration<T> {}
+impl<T: Driver> Default for RawDriver<T> {
+    fn default() -> Self {
+        Self {
+            drv: bindings::virtio_driver::default(),
+            ctx: MaybeUninit::uninit(),
+        }
+    }
+}
 
-impl<T: Driver> Registration<T> {
-    /// Registers driver `T` under `name`, giving it `ctx`.
-    pub fn new(
+/// The bus adapter of virtio driver `T`, for [`driver::Registration`].
+///
+/// # Where things live
+///
+/// - The driver's context ([`Driver::Context`]): in the registration's [`RawDriver`], built by
+///   [`Driver::context`] before the driver is registered and dropped after it is unregistered.
+/// - The driver's per-device data ([`Driver::Data`]): owned by the driver core, as the device's
+///   drvdata (an `Arc<T::Data>` in a `KBox`): stored when `probe` succeeds, borrowed by every
+///   callback, dropped by the driver core after the driver is unbound (`post_unbind_rust`,
+///   after remove, in process context), as for the other buses.
+/// - The adapter's own bookkeeping of a bound device (interrupts recorded during probe, the
+///   lock that serialises freeze and restore with remove, the queues and the binding that
+///   handles revoke): in `vdev->priv`, which virtio reserves for the bound driver. It exists
+///   before the driver data (interrupts may come during probe) and is reference counted, so a
+///   freeze that the driver core runs concurrently with an unbind holds it alive.
+pub struct Adapter<T: Driver>(PhantomData<T>);
+
+// SAFETY:
+// - `RawDriver<T>` is `#[repr(C)]`.
+// - `DriverData` is the type of the device's drvdata, which the adapter stores in probe.
+// - `RawDriver<T>` embeds a `struct virtio_driver`, which embeds a `struct device_driver`, at
+//   `DEVICE_DRIVER_OFFSET`.
+unsafe impl<T: Driver> driver::DriverLayout for Adapter<T> {
+    type DriverType = RawDriver<T>;
+    type DriverData<'bound> = Arc<T::Data>;
+    const DEVICE_DRIVER_OFFSET: usize =
+        offset_of!(RawDriver<T>, drv) + offset_of!(bindings::virtio_driver, driver);
+}
+
+// SAFETY: `unregister` only unregisters a driver that `register` registered, and drops the
+// context that it stored.
+unsafe impl<T: Driver> driver::RegistrationOps for Adapter<T> {
+    unsafe fn register(
+        reg: &Opaque<RawDriver<T>>,
         name: &'static CStr,
-        ctx: Arc<T::Context>,
         module: &'static ThisModule,
-    ) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {
-            ctx,
-            _p: PhantomData,
-            drv <- Opaque::try_ffi_init(move |drv: *mut bindings::virtio_driver| {
-                // SAFETY: `drv` points to zeroed-or-uninitialised memory we own; every field we
-                // do not set must be zero.
-                unsafe { drv.write(core::mem::zeroed()) };
-                // SAFETY: `drv` is valid for writes; the id table is a zero-terminated static.
-                unsafe {
-                    (*drv).driver.name = name.as_char_ptr();
-                    (*drv).id_table = T::ID_TABLE.as_ptr();
-                    (*drv).feature_table = T::FEATURES.as_ptr();
-                    (*drv).feature_table_size = T::FEATURES.len() as u32;
-                    (*drv).probe = Some(Self::probe_callback);
-                    (*drv).remove = Some(Self::remove_callback);
-                    (*drv).config_changed = Some(Self::config_callback);
-                    (*drv).freeze = Some(Self::freeze_callback);
-                    (*drv).restore = Some(Self::restore_callback);
-                    // A transport reset (PCI FLR) is a freeze and a restore.
-                    (*drv).reset_prepare = Some(Self::freeze_callback);
-                    (*drv).reset_done = Some(Self::restore_callback);
-                }
-                Ok::<(), Error>(())
-            }),
-        })
-        .pin_chain(move |this| {
-            // SAFETY: `drv` is fully set up; it is unregistered in `drop`.
-            to_result(unsafe {
-                bindings::__register_virtio_driver(this.drv.get(), module.as_ptr())
-            })
-        })
+    ) -> Result {
+        let ctx = T::context()?;
+        let raw = reg.get();
+        // SAFETY: `reg` is initialised and not registered yet (`driver::Registration::new`), so
+        // nothing else accesses it; the id table is a zero-terminated static.
+        // INVARIANT: `ctx` is initialised before the driver is registered.
+        unsafe {
+            (*raw).ctx.write(ctx);
+            let drv = &raw mut (*raw).drv;
+            (*drv).driver.name = name.as_char_ptr();
+            (*drv).id_table = T::ID_TABLE.as_ptr();
+            (*drv).feature_table = T::FEATURES.as_ptr();
+            (*drv).feature_table_size = T::FEATURES.len() as u32;
+            (*drv).probe = Some(Self::probe_callback);
+            (*drv).remove = Some(Self::remove_callback);
+            (*drv).config_changed = Some(Self::config_callback);
+            (*drv).freeze = Some(Self::freeze_callback);
+            (*drv).restore = Some(Self::restore_callback);
+            // A transport reset (PCI FLR) is a freeze and a restore.
+            (*drv).reset_prepare = Some(Self::freeze_callback);
+            (*drv).reset_done = Some(Self::restore_callback);
+        }
+        // SAFETY: The driver is fully set up and, by the safety requirements, stays pinned and
+        // valid until `unregister`.
+        let ret = to_result(unsafe {
+            bindings::__register_virtio_driver(&raw mut (*raw).drv, module.as_ptr())
+        });
+        if ret.is_err() {
+            // SAFETY: `ctx` was initialised above and the driver is not registered, so no
+            // probe reads it; there is no `unregister` after a failed `register`.
+            unsafe { (*raw).ctx.assume_init_drop() };
+        }
+        ret
     }
 
-    /// Recovers the registration from a device bound to it.
+    unsafe fn unregister(reg: &Opaque<RawDriver<T>>) {
+        let raw = reg.get();
+        // SAFETY: By the safety requirements, `register` registered this driver.
+        unsafe { bindings::unregister_virtio_driver(&raw mut (*raw).drv) };
+        // SAFETY: `register` succeeded, so `ctx` is initialised (type invariant); the driver is
+        // unregistered, every device unbound, so no callback reads it any more.
+        unsafe { (*raw).ctx.assume_init_drop() };
+    }
+}
+
+impl<T: Driver> Adapter<T> {
+    /// The context of the registered driver `reg`, built by [`Driver::context`].
+    pub fn context(reg: &Registration<T>) -> &Arc<T::Context> {
+        let raw = reg.driver_type().get();
+        // SAFETY: A `driver::Registration` exists only after a successful `register` and until
+        // its `unregister`, so `ctx` is initialised and only read (type invariant of
+        // `RawDriver`) for as long as `reg` is borrowed.
+        unsafe { (*raw).ctx.assume_init_ref() }
+    }
+
+    /// The context of the driver that `vdev` is bound to.
     ///
     /// # Safety
     ///
-    /// `vdev` must be a device in a callback of this registration's driver.
-    unsafe fn from_vdev<'a>(vdev: *mut bindings::virtio_device) -> &'a Self {
-        // SAFETY: In a driver callback `dev.driver` is the `device_driver` embedded in our
-        // `virtio_driver`, itself embedded in a pinned, live `Registration<T>`.
+    /// `vdev` must be valid and bound (or being bound) to driver `T`, in one of its callbacks;
+    /// the result must not outlive the callback.
+    unsafe fn context_of<'a>(vdev: *mut bindings::virtio_device) -> &'a Arc<T::Context> {
+        // SAFETY: In a callback of driver `T`, `dev.driver` is the `device_driver` embedded in
+        // the `virtio_driver` that starts a registered `RawDriver<T>` (`#[repr(C)]`), whose
+        // `ctx` is initialised while it is registered (type invariant), which lasts at least
+        // until the device is unbound.
         unsafe {
             let drv = crate::container_of!((*vdev).dev.driver, bindings::virtio_driver, driver);
-            let opaque = drv.cast::<Opaque<bindings::virtio_driver>>();
-            &*crate::container_of!(opaque, Self, drv)
+            let raw = crate::container_of!(drv, RawDriver<T>, drv);
+            (*raw).ctx.assume_init_ref()
         }
     }
 
     extern "C" fn probe_callback(vdev: *mut bindings::virtio_device) -> c_int {
-        // SAFETY: The bus calls probe with a valid device bound to our driver.
-        let reg = unsafe { Self::from_vdev(vdev) };
+        // SAFETY: The bus calls probe with a valid device being bound to our driver.
+        let ctx = unsafe { Self::context_of(vdev) };
         // SAFETY: `vdev` is valid for the duration of probe, which the bus calls with the
         // device being bound to our driver.
-        let dev = unsafe { Device::<Core<'_>>::from_raw(vdev) };
+        let dev = unsafe { Device::<CoreInternal<'_>>::from_raw(vdev) };
         let binding = Arc::pin_init(
             pin_init!(Binding {
                 vdev,
@@ -1016,10 +1103,11 @@ impl<T: Driver> Registration<T> {
                     }),
                     binding,
                 }),
-                data: Atomic::new(core::ptr::null()),
+                published: Atomic::new(false),
                 pending <- new_spinlock_irq!(Pending::default()),
                 pm <- new_mutex!(PmState::default()),
                 pm_done <- new_condvar!(),
+                _p: PhantomData,
             }),
             GFP_KERNEL,
         );
@@ -1028,34 +1116,67 @@ impl<T: Driver> Registration<T> {
             Err(e) => return e.to_errno(),
         };
         // A PM callback that finds the state waits until probe is over.
-        let mut pm = state.pm.lock();
-        // `priv` owns a reference, taken back by `remove_callback` or the error path below.
+        let pm = state.pm.lock();
+        // `priv` owns a reference, taken back below on failure or by `remove_callback`.
         let raw = Arc::into_raw(state.clone()).cast_mut();
         // SAFETY: `priv` belongs to the bound driver, which is us; `vdev` is valid.
         unsafe { Self::set_priv(vdev, raw) };
 
-        match T::probe(dev, &reg.ctx) {
-            Ok(data) => {
-                let pending = state.publish(data.clone());
-                Self::replay(dev, &state.common, &data, pending);
-                drop(pm);
-                0
-            }
-            Err(e) => {
-                // As in `remove_callback`: callbacks from now on find no state, and the reset
-                // waits for those that did.
-                // SAFETY: `vdev` is valid for the duration of probe.
-                unsafe { Self::set_priv(vdev, core::ptr::null_mut()) };
-                state.common.binding.revoke();
-                let dead = dev.reset_dead();
-                state.common.teardown(dev, &dead);
-                pm.removed = true;
-                drop(pm);
-                // SAFETY: `raw` came from `Arc::into_raw` above; `priv` no longer holds it.
-                drop(unsafe { Arc::from_raw(raw) });
-                e.to_errno()
-            }
+        let data = match T::probe(dev, ctx) {
+            Ok(data) => data,
+            Err(e) => return Self::abort_probe(dev, &state, pm, raw, None, e),
+        };
+        // The driver core owns the data from here on, and drops it after the unbind
+        // (`post_unbind_rust`). Storing it allocates: on failure, undo the probe.
+        if let Err(e) = dev.as_ref().set_drvdata(Ok::<_, Error>(data.clone())) {
+            return Self::abort_probe(dev, &state, pm, raw, Some(&data), e);
         }
+        let pending = state.publish();
+        Self::replay(dev, &state.common, &data, pending);
+        drop(pm);
+        0
+    }
+
+    /// Undoes a probe that failed with `e` (`data` is the driver's if its probe succeeded) and
+    /// returns the errno: as [`Self::remove_callback`] does, with `pm` held.
+    fn abort_probe(
+        dev: &Device<CoreInternal<'_>>,
+        state: &BoundState<T>,
+        mut pm: crate::sync::MutexGuard<'_, PmState>,
+        raw: *mut BoundState<T>,
+        data: Option<&Arc<T::Data>>,
+        e: Error,
+    ) -> c_int {
+        pm.removed = true;
+        // Callbacks from now on find no state, and the reset in `unbind` waits for those that
+        // did, before the state can be freed.
+        // SAFETY: `dev` is valid for the duration of probe.
+        unsafe { Self::set_priv(dev.as_raw(), core::ptr::null_mut()) };
+        Self::unbind(dev, &state.common, data);
+        drop(pm);
+        // SAFETY: `raw` came from `Arc::into_raw` in `probe_callback`; `priv` no longer holds
+        // it.
+        drop(unsafe { Arc::from_raw(raw) });
+        e.to_errno()
+    }
+
+    /// Stops the device for good, for remove and a failed probe: breaks and resets the device,
+    /// calls [`Driver::remove`] with `data` if the driver was bound, and revokes and deletes the
+    /// queues. Callbacks that start from now on find the data unpublished (the caller has done
+    /// that) and record, and the reset waits for those in flight.
+    fn unbind(dev: &Device<Core<'_>>, common: &DeviceState, data: Option<&Arc<T::Data>>) {
+        // Break the queues before anything waits for the driver: a `BoundHandle::with` or work
+        // item that polls a ring or handles a backlog stops at once (see `break_queues`).
+        dev.break_queues();
+        // No `BoundHandle::with` or atomic config write starts from now on, and none is in
+        // progress (atomic ones end before the grace period in the reset below), so the driver
+        // may flush work items that use them.
+        common.binding.revoke();
+        let dead = dev.reset_dead();
+        if let Some(data) = data {
+            T::remove(dev, data);
+        }
+        common.teardown(dev, &dead);
     }
 
     /// Reads `priv`, which callbacks read concurrently with probe and remove writing it
@@ -1103,7 +1224,7 @@ impl<T: Driver> Registration<T> {
     extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
         // SAFETY: The bus calls remove with a valid device that probed successfully, still
         // bound to our driver for the duration of the callback.
-        let dev = unsafe { Device::<Core<'_>>::from_raw(vdev) };
+        let dev = unsafe { Device::<CoreInternal<'_>>::from_raw(vdev) };
         // SAFETY: Set by `probe_callback`, which gave it a reference that we take back at the
         // end of this function.
         let raw = unsafe { (*vdev).priv_ }.cast::<BoundState<T>>();
@@ -1115,27 +1236,17 @@ impl<T: Driver> Registration<T> {
             state.pm_done.wait(&mut pm);
         }
         pm.removed = true;
-        // Break the queues before anything waits for the driver: a `BoundHandle::with` or work
-        // item that polls a ring or handles a backlog stops at once (see `break_queues`).
-        dev.break_queues();
-        // No `BoundHandle::with` or atomic config write starts from now on, and none is in
-        // progress (atomic ones end before the grace period in the reset below), so the driver
-        // may flush work items that use them.
-        state.common.binding.revoke();
+        // SAFETY: Remove runs only after a successful probe, which stored an `Arc<T::Data>` as
+        // drvdata; the driver core drops it only after remove returns.
+        let data = unsafe { dev.as_ref().drvdata_borrow::<Arc<T::Data>>() };
         // Unpublish the data and the state first, so no new callback reaches either (one that
         // a transport runs late, after the reset, finds no state and returns), then reset,
-        // which also waits for callbacks in flight (`Device::reset`): `remove` gets the last
-        // reference the callbacks held, no driver object is ever dropped in interrupt context,
-        // and the state can be freed.
-        // SAFETY: The reference is dropped by `T::remove`, after the reset.
-        let data = unsafe { state.unpublish() };
+        // which also waits for callbacks in flight (`Device::reset`): the driver core drops
+        // the data after remove, in process context, when no callback can hold it.
+        state.unpublish();
         // SAFETY: `vdev` is valid; the adapter keeps using `state` through `raw`.
         unsafe { Self::set_priv(vdev, core::ptr::null_mut()) };
-        let dead = dev.reset_dead();
-        if let Some(data) = data {
-            T::remove(dev, data);
-        }
-        state.common.teardown(dev, &dead);
+        Self::unbind(dev, &state.common, Some(data.get_ref()));
         drop(pm);
         // SAFETY: `raw` came from `Arc::into_raw` in `probe_callback` and `priv` no longer
         // holds it; a PM callback that found it holds its own reference.
@@ -1168,22 +1279,18 @@ impl<T: Driver> Registration<T> {
             return 0;
         };
         let mut pm = state.pm.lock();
-        if pm.removed {
-            return 0;
-        }
-        let Some(data) = state.data(&pm) else {
+        // SAFETY: `vdev` is our state's device, valid for the duration of the callback.
+        let Some((dev, data)) = (unsafe { state.bound(&pm, vdev) }) else {
             return 0;
         };
-        // SAFETY: `vdev` is valid for the duration of the callback, and bound to our driver:
-        // `pm` is held and remove has not begun.
-        let dev = unsafe { Device::<Bound>::from_raw(vdev) };
+        let dev: &Device<Bound> = dev;
         // Reset first (waiting for callbacks in flight), so the device no longer touches the
         // queues while the driver and the adapter empty them.
         let result = {
             // As in remove: work items the driver flushes in `freeze` stop at once.
             dev.break_queues();
             let dead = dev.reset_dead();
-            let result = T::freeze(dev, &data);
+            let result = T::freeze(dev, data);
             // The queues are deleted either way: on success until `restore`, on failure to
             // find them again at once (below, after the proof is gone).
             state.common.freeze(dev, &dead);
@@ -1202,6 +1309,9 @@ impl<T: Driver> Registration<T> {
             state.pm.lock().restoring = false;
             state.pm_done.notify_all();
             if ret != 0 {
+                // SAFETY: `vdev` is valid for the duration of the callback; `Normal` claims
+                // nothing more.
+                let dev = unsafe { Device::<Normal>::from_raw(vdev) };
                 dev_err!(
                     dev.as_ref(),
                     "restoring the device after a failed freeze failed: {}\n",
@@ -1219,19 +1329,15 @@ impl<T: Driver> Registration<T> {
             return 0;
         };
         let pm = state.pm.lock();
-        if pm.removed {
-            return 0;
-        }
-        let Some(data) = state.data(&pm) else {
+        // SAFETY: As in `freeze_callback`.
+        let Some((dev, data)) = (unsafe { state.bound(&pm, vdev) }) else {
             return 0;
         };
-        // SAFETY: `vdev` is valid for the duration of the callback, and bound to our driver:
-        // `pm` is held and remove has not begun.
-        let dev = unsafe { Device::<Bound>::from_raw(vdev) };
+        let dev: &Device<Bound> = dev;
         if let Err(e) = state.common.thaw(dev) {
             return e.to_errno();
         }
-        match T::restore(dev, &data) {
+        match T::restore(dev, data) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -1256,6 +1362,7 @@ impl<T: Driver> Registration<T> {
         // until a grace period after the reset in `remove`.
         let dev = unsafe { Device::<Bound>::from_raw(vdev) };
         state.with_data(
+            vdev,
             |p| p.vqs |= 1u64 << index.min(63),
             |data| T::vq_interrupt(dev, data, index),
         );
@@ -1273,15 +1380,10 @@ impl<T: Driver> Registration<T> {
         let state = unsafe { &*raw };
         // SAFETY: As in `vq_callback`.
         let dev = unsafe { Device::<Bound>::from_raw(vdev) };
-        state.with_data(|p| p.config = true, |data| T::config_changed(dev, data));
-    }
-}
-
-#[pinned_drop]
-impl<T: Driver> PinnedDrop for Registration<T> {
-    fn drop(self: Pin<&mut Self>) {
-        // SAFETY: The driver was registered in `new` (a failed registration never produces a
-        // `Registration`).
-        unsafe { bindings::unregister_virtio_driver(self.drv.get()) };
+        state.with_data(
+            vdev,
+            |p| p.config = true,
+            |data| T::config_changed(dev, data),
+        );
     }
 }

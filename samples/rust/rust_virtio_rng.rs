@@ -19,12 +19,6 @@ use kernel::{
 
 kernel::module_virtio_driver! {
     type: RngDriver,
-    context: Ok(Arc::new(
-        Globals {
-            dir: debugfs::Dir::new(c"rust_virtio_rng"),
-        },
-        GFP_KERNEL,
-    )?),
     name: "rust_virtio_rng",
     authors: ["The virtio_console_rs authors"],
     description: "Rust virtio entropy source sample",
@@ -99,6 +93,15 @@ impl virtio::Driver for RngDriver {
     const ID_TABLE: virtio::IdTable = &RNG_IDS;
     const FEATURES: &'static [u32] = &[];
 
+    fn context() -> Result<Arc<Globals>> {
+        Ok(Arc::new(
+            Globals {
+                dir: debugfs::Dir::new(c"rust_virtio_rng"),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
     fn probe(dev: &virtio::Device<Core<'_>>, ctx: &Arc<Globals>) -> Result<Arc<BoundRng>> {
         let vqs = dev.find_vqs(&[VirtqueueInfo {
             name: c"input",
@@ -123,7 +126,7 @@ impl virtio::Driver for RngDriver {
         Ok(Arc::new(BoundRng { rng, _file: file }, GFP_KERNEL)?)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<BoundRng>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<BoundRng>) {}
 
     fn freeze(_dev: &virtio::Device<Bound>, data: &Arc<BoundRng>) -> Result {
         // The adapter drops the outstanding request with the queue.

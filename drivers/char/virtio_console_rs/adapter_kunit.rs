@@ -18,6 +18,23 @@ use kernel::{
 
 use crate::kunit_spawn::spawn;
 
+/// A registered test driver.
+type Registered<T> = Pin<KBox<virtio::Registration<T>>>;
+
+/// Registers test driver `T` under `name`; returns the registration and the context that the
+/// driver built, which the test looks at.
+fn register<T: virtio::Driver>(name: &'static CStr) -> Result<(Registered<T>, Arc<T::Context>)> {
+    let reg = KBox::pin_init(
+        virtio::Registration::<T>::new(
+            name,
+            kernel::module::this_module::<crate::VirtioConsoleModule>(),
+        ),
+        GFP_KERNEL,
+    )?;
+    let ctx = virtio::Adapter::<T>::context(&reg).clone();
+    Ok((reg, ctx))
+}
+
 /// A device type no real device uses; only [`EarlyIrq`] binds it.
 const EARLY_IRQ_ID: u32 = 0xfff4;
 
@@ -52,6 +69,16 @@ impl virtio::Driver for EarlyIrq {
     const ID_TABLE: virtio::IdTable =
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(EARLY_IRQ_ID)]);
     const FEATURES: &'static [u32] = &[];
+
+    fn context() -> Result<Arc<EarlyCtx>> {
+        Arc::pin_init(
+            pin_init!(EarlyCtx {
+                called_in_probe: AtomicBool::new(false),
+                bound <- kernel::new_spinlock!(None),
+            }),
+            GFP_KERNEL,
+        )
+    }
 
     fn probe(dev: &virtio::Device<Core<'_>>, ctx: &Arc<EarlyCtx>) -> Result<Arc<EarlyData>> {
         let vqs = dev.find_vqs(&[VirtqueueInfo {
@@ -88,7 +115,7 @@ impl virtio::Driver for EarlyIrq {
         Ok(data)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<EarlyData>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<EarlyData>) {}
 
     fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<EarlyData>, _index: u32) {
         data.calls.fetch_add(1, Ordering::Relaxed);
@@ -124,6 +151,16 @@ impl virtio::Driver for ConfigProbe {
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(CONFIG_PROBE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
+    fn context() -> Result<Arc<ConfigSeen>> {
+        Ok(Arc::new(
+            ConfigSeen {
+                accessible: AtomicBool::new(false),
+                writer: core::sync::atomic::AtomicI32::new(1),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
     fn probe(dev: &virtio::Device<Core<'_>>, seen: &Arc<ConfigSeen>) -> Result<Arc<()>> {
         seen.accessible
             .store(dev.config().is_some(), Ordering::Relaxed);
@@ -138,7 +175,7 @@ impl virtio::Driver for ConfigProbe {
         Ok(Arc::new((), GFP_KERNEL)?)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<()>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<()>) {}
 
     fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
 }
@@ -146,21 +183,7 @@ impl virtio::Driver for ConfigProbe {
 /// Binds [`ConfigProbe`] to a device whose config space is reached as `mode` says; returns
 /// whether the config was accessible, the writer's errno and the first config byte after probe.
 fn probe_config(mode: test_device::ConfigMode) -> Result<(bool, i32, u8)> {
-    let seen = Arc::new(
-        ConfigSeen {
-            accessible: AtomicBool::new(false),
-            writer: core::sync::atomic::AtomicI32::new(1),
-        },
-        GFP_KERNEL,
-    )?;
-    let _driver = KBox::pin_init(
-        virtio::Registration::<ConfigProbe>::new(
-            c"virtio_console_rs_kunit_config",
-            seen.clone(),
-            kernel::module::this_module::<crate::VirtioConsoleModule>(),
-        ),
-        GFP_KERNEL,
-    )?;
+    let (_driver, seen) = register::<ConfigProbe>(c"virtio_console_rs_kunit_config")?;
     let dev = TestDevice::new_with_config_mode(CONFIG_PROBE_ID, 0, &[0; 8], 8, mode)?;
     let mut byte = [0u8; 1];
     dev.config_read(0, &mut byte);
@@ -203,6 +226,10 @@ impl virtio::Driver for FailFreeze {
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(FAIL_FREEZE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
+    fn context() -> Result<Arc<SpinLock<Option<Arc<FailData>>>>> {
+        Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)
+    }
+
     fn probe(
         dev: &virtio::Device<Core<'_>>,
         bound: &Arc<SpinLock<Option<Arc<FailData>>>>,
@@ -228,7 +255,7 @@ impl virtio::Driver for FailFreeze {
         Ok(data)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<FailData>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<FailData>) {}
 
     fn vq_interrupt(_dev: &virtio::Device<Bound>, data: &Arc<FailData>, _index: u32) {
         data.calls.fetch_add(1, Ordering::Relaxed);
@@ -264,6 +291,10 @@ impl virtio::Driver for KeepHandle {
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(KEEP_HANDLE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
+    fn context() -> Result<Arc<Kept>> {
+        Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)
+    }
+
     fn probe(dev: &virtio::Device<Core<'_>>, kept: &Arc<Kept>) -> Result<Arc<()>> {
         let handle = dev.handle()?;
         let writer = dev.atomic_config_writer()?;
@@ -271,7 +302,7 @@ impl virtio::Driver for KeepHandle {
         Ok(Arc::new((), GFP_KERNEL)?)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, _data: Arc<()>) {}
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<()>) {}
 
     fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
 }
@@ -336,11 +367,21 @@ impl virtio::Driver for SlowFreeze {
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(SLOW_FREEZE_ID)]);
     const FEATURES: &'static [u32] = &[];
 
+    fn context() -> Result<Arc<RaceCtx>> {
+        Arc::pin_init(
+            pin_init!(RaceCtx {
+                ev <- kernel::new_mutex!(RaceEvents::default()),
+                cv <- kernel::new_condvar!(),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
     fn probe(_dev: &virtio::Device<Core<'_>>, ctx: &Arc<RaceCtx>) -> Result<Arc<Arc<RaceCtx>>> {
         Ok(Arc::new(ctx.clone(), GFP_KERNEL)?)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, ctx: Arc<Arc<RaceCtx>>) {
+    fn remove(_dev: &virtio::Device<Core<'_>>, ctx: &Arc<Arc<RaceCtx>>) {
         ctx.note(|ev| ev.removed = true);
     }
 
@@ -354,6 +395,108 @@ impl virtio::Driver for SlowFreeze {
     }
 }
 
+/// A device type no real device uses; only [`DropOrder`] binds it.
+const DROP_ORDER_ID: u32 = 0xfff9;
+
+/// What [`DropOrder`] saw of its remove and of the drop of its data.
+#[derive(Default)]
+struct DropSeen {
+    /// [`virtio::Driver::remove`] ran.
+    removed: AtomicBool,
+    /// The driver data was dropped.
+    dropped: AtomicBool,
+    /// The data was already dropped when remove ran.
+    dropped_at_remove: AtomicBool,
+    /// Remove had run when the data was dropped.
+    removed_at_drop: AtomicBool,
+}
+
+/// The driver data of [`DropOrder`]: notes its drop in the context.
+struct Tracked {
+    seen: Arc<DropSeen>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let removed = self.seen.removed.load(Ordering::Relaxed);
+        self.seen.removed_at_drop.store(removed, Ordering::Relaxed);
+        self.seen.dropped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A driver that notes when its remove runs and when its data is dropped.
+struct DropOrder;
+
+impl virtio::Driver for DropOrder {
+    type Context = DropSeen;
+    type Data = Tracked;
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(DROP_ORDER_ID)]);
+    const FEATURES: &'static [u32] = &[];
+
+    fn context() -> Result<Arc<DropSeen>> {
+        Ok(Arc::new(DropSeen::default(), GFP_KERNEL)?)
+    }
+
+    fn probe(_dev: &virtio::Device<Core<'_>>, seen: &Arc<DropSeen>) -> Result<Arc<Tracked>> {
+        Ok(Arc::new(Tracked { seen: seen.clone() }, GFP_KERNEL)?)
+    }
+
+    fn remove(_dev: &virtio::Device<Core<'_>>, data: &Arc<Tracked>) {
+        let dropped = data.seen.dropped.load(Ordering::Relaxed);
+        data.seen
+            .dropped_at_remove
+            .store(dropped, Ordering::Relaxed);
+        data.seen.removed.store(true, Ordering::Relaxed);
+    }
+
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<Tracked>, _index: u32) {}
+}
+
+/// A device type no real device uses; only [`CtxLife`] binds it.
+const CTX_LIFE_ID: u32 = 0xfffa;
+
+/// Contexts of [`CtxLife`] dropped so far (a context cannot report its own drop through
+/// itself).
+static CTX_DROPS: AtomicU32 = AtomicU32::new(0);
+/// [`CTX_DROPS`] as [`CtxLife`]'s remove saw it, plus one (0: remove did not run).
+static CTX_DROPS_AT_REMOVE: AtomicU32 = AtomicU32::new(0);
+
+/// The context of [`CtxLife`]: counts its drop.
+struct LifeCtx;
+
+impl Drop for LifeCtx {
+    fn drop(&mut self) {
+        CTX_DROPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A driver that notes, in its remove, whether its context is still alive.
+struct CtxLife;
+
+impl virtio::Driver for CtxLife {
+    type Context = LifeCtx;
+    type Data = ();
+    const ID_TABLE: virtio::IdTable =
+        &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(CTX_LIFE_ID)]);
+    const FEATURES: &'static [u32] = &[];
+
+    fn context() -> Result<Arc<LifeCtx>> {
+        Ok(Arc::new(LifeCtx, GFP_KERNEL)?)
+    }
+
+    fn probe(_dev: &virtio::Device<Core<'_>>, _ctx: &Arc<LifeCtx>) -> Result<Arc<()>> {
+        Ok(Arc::new((), GFP_KERNEL)?)
+    }
+
+    fn remove(_dev: &virtio::Device<Core<'_>>, _data: &Arc<()>) {
+        let drops = CTX_DROPS.load(Ordering::Relaxed);
+        CTX_DROPS_AT_REMOVE.store(drops + 1, Ordering::Relaxed);
+    }
+
+    fn vq_interrupt(_dev: &virtio::Device<Bound>, _data: &Arc<()>, _index: u32) {}
+}
+
 #[kunit_tests(virtio_console_rs_virtio_adapter)]
 mod tests {
     use super::*;
@@ -362,21 +505,7 @@ mod tests {
     /// probe has returned, and the driver then finds the buffer the device filled.
     #[test]
     fn an_interrupt_during_probe_is_replayed_once_after_it() -> Result {
-        let ctx = Arc::pin_init(
-            pin_init!(EarlyCtx {
-                called_in_probe: AtomicBool::new(false),
-                bound <- kernel::new_spinlock!(None),
-            }),
-            GFP_KERNEL,
-        )?;
-        let _driver = KBox::pin_init(
-            virtio::Registration::<EarlyIrq>::new(
-                c"virtio_console_rs_kunit_early",
-                ctx.clone(),
-                kernel::module::this_module::<crate::VirtioConsoleModule>(),
-            ),
-            GFP_KERNEL,
-        )?;
+        let (_driver, ctx) = register::<EarlyIrq>(c"virtio_console_rs_kunit_early")?;
         let dev = TestDevice::new(EARLY_IRQ_ID, 0, &[], 8)?;
         // A failed assertion ends the case without unwinding: look first, assert after the
         // device and the driver are gone, so a failure leaves nothing registered behind.
@@ -429,15 +558,7 @@ mod tests {
     /// the driver.
     #[test]
     fn a_failed_freeze_brings_the_device_back() -> Result {
-        let bound = Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
-        let _driver = KBox::pin_init(
-            virtio::Registration::<FailFreeze>::new(
-                c"virtio_console_rs_kunit_fail_freeze",
-                bound.clone(),
-                kernel::module::this_module::<crate::VirtioConsoleModule>(),
-            ),
-            GFP_KERNEL,
-        )?;
+        let (_driver, bound) = register::<FailFreeze>(c"virtio_console_rs_kunit_fail_freeze")?;
         let dev = TestDevice::new(FAIL_FREEZE_ID, 0, &[], 8)?;
         let data = bound.lock().clone();
         let frozen = dev.freeze();
@@ -477,15 +598,7 @@ mod tests {
     /// used to reach the transport there, which virtio-pci has unmapped by then).
     #[test]
     fn handles_end_with_the_binding() -> Result {
-        let kept = Arc::pin_init(kernel::new_spinlock!(None), GFP_KERNEL)?;
-        let _driver = KBox::pin_init(
-            virtio::Registration::<KeepHandle>::new(
-                c"virtio_console_rs_kunit_keep_handle",
-                kept.clone(),
-                kernel::module::this_module::<crate::VirtioConsoleModule>(),
-            ),
-            GFP_KERNEL,
-        )?;
+        let (_driver, kept) = register::<KeepHandle>(c"virtio_console_rs_kunit_keep_handle")?;
         let dev = TestDevice::new(KEEP_HANDLE_ID, 0, &[1, 2, 3, 4], 8)?;
         let pair = kept.lock().take();
         let bound = pair.as_ref().map(|(h, w)| {
@@ -516,21 +629,7 @@ mod tests {
     /// freed its state under the freeze.
     #[test]
     fn a_removal_waits_for_a_reset_prepare() -> Result {
-        let ctx = Arc::pin_init(
-            pin_init!(RaceCtx {
-                ev <- kernel::new_mutex!(RaceEvents::default()),
-                cv <- kernel::new_condvar!(),
-            }),
-            GFP_KERNEL,
-        )?;
-        let driver = KBox::pin_init(
-            virtio::Registration::<SlowFreeze>::new(
-                c"virtio_console_rs_kunit_slow_freeze",
-                ctx.clone(),
-                kernel::module::this_module::<crate::VirtioConsoleModule>(),
-            ),
-            GFP_KERNEL,
-        )?;
+        let (driver, ctx) = register::<SlowFreeze>(c"virtio_console_rs_kunit_slow_freeze")?;
         let dev = Arc::new(TestDevice::new(SLOW_FREEZE_ID, 0, &[], 8)?, GFP_KERNEL)?;
         let bound = dev.is_bound();
         let (d, c) = (dev.clone(), ctx.clone());
@@ -576,6 +675,58 @@ mod tests {
             probe_config(ConfigMode::None)?,
             (false, EOPNOTSUPP.to_errno(), 0)
         );
+        Ok(())
+    }
+
+    /// The driver core owns the driver data (drvdata): it stays alive while the device is
+    /// bound and is dropped when the device is unbound, after the driver's remove.
+    #[test]
+    fn the_driver_core_drops_the_data_after_remove() -> Result {
+        let (driver, seen) = register::<DropOrder>(c"virtio_console_rs_kunit_drop_order")?;
+        let dev = TestDevice::new(DROP_ORDER_ID, 0, &[], 8)?;
+        let bound = dev.is_bound();
+        let alive_while_bound = !seen.dropped.load(Ordering::Relaxed);
+        drop(dev);
+        let removed = seen.removed.load(Ordering::Relaxed);
+        let dropped = seen.dropped.load(Ordering::Relaxed);
+        drop(driver);
+
+        assert!(bound);
+        assert!(alive_while_bound);
+        assert!(removed);
+        assert!(dropped);
+        assert!(!seen.dropped_at_remove.load(Ordering::Relaxed));
+        assert!(seen.removed_at_drop.load(Ordering::Relaxed));
+        Ok(())
+    }
+
+    /// The registration owns the context that [`virtio::Driver::context`] built: alive while
+    /// a device is bound (the unregistration unbinds it first), dropped once the driver is
+    /// unregistered.
+    #[test]
+    fn the_registration_drops_the_context_after_unregistering() -> Result {
+        let before = CTX_DROPS.load(Ordering::Relaxed);
+        CTX_DROPS_AT_REMOVE.store(0, Ordering::Relaxed);
+        let driver = KBox::pin_init(
+            virtio::Registration::<CtxLife>::new(
+                c"virtio_console_rs_kunit_ctx_life",
+                kernel::module::this_module::<crate::VirtioConsoleModule>(),
+            ),
+            GFP_KERNEL,
+        )?;
+        let dev = TestDevice::new(CTX_LIFE_ID, 0, &[], 8)?;
+        let bound = dev.is_bound();
+        let alive_while_registered = CTX_DROPS.load(Ordering::Relaxed) == before;
+        // The unregistration unbinds the device, which is still there.
+        drop(driver);
+        let at_remove = CTX_DROPS_AT_REMOVE.load(Ordering::Relaxed);
+        let after = CTX_DROPS.load(Ordering::Relaxed);
+        drop(dev);
+
+        assert!(bound);
+        assert!(alive_while_registered);
+        assert_eq!(at_remove, before + 1);
+        assert_eq!(after, before + 1);
         Ok(())
     }
 }

@@ -67,6 +67,8 @@ const DRIVER_NAMES: [&CStr; 8] = [
     c"virtio_console_rs_kunit7",
 ];
 static NEXT_NAME: AtomicUsize = AtomicUsize::new(0);
+/// The next of [`CLASS_NAMES`], for [`FakeConsole`]'s context.
+static NEXT_CLASS: AtomicUsize = AtomicUsize::new(0);
 
 /// The test driver's context: its own class and vtermnos, and the device data of the last
 /// probe.
@@ -84,6 +86,20 @@ impl crate::ConsoleBinding for FakeConsole {
     type Context = FakeCtx;
     const ID_TABLE: virtio::IdTable =
         &kernel::device_id::IdArray::new_without_index([virtio::DeviceId::new(FAKE_CONSOLE_ID)]);
+
+    fn context() -> Result<Arc<FakeCtx>> {
+        // A case that fails an assertion ends without unwinding and leaves its device, driver
+        // and class behind; fresh names keep the next cases independent of it.
+        let n = NEXT_CLASS.fetch_add(1, Ordering::Relaxed) % CLASS_NAMES.len();
+        let globals = Globals::new(CLASS_NAMES[n], CLASS_NAMES[n])?;
+        Arc::pin_init(
+            pin_init!(FakeCtx {
+                globals,
+                bound <- kernel::new_spinlock!(None),
+            }),
+            GFP_KERNEL,
+        )
+    }
 
     fn globals(ctx: &Arc<FakeCtx>) -> &Arc<Globals> {
         &ctx.globals
@@ -121,24 +137,17 @@ impl Host {
     /// A device offering `features` with `max_nr_ports` in its config space.
     fn new(features: u64, max_nr_ports: u32) -> Result<Self> {
         // A case that fails an assertion ends without unwinding and leaves its device, driver
-        // and class behind; fresh names keep the next cases independent of it.
-        let n = NEXT_NAME.fetch_add(1, Ordering::Relaxed) % CLASS_NAMES.len();
-        let globals = Globals::new(CLASS_NAMES[n], CLASS_NAMES[n])?;
-        let ctx = Arc::pin_init(
-            pin_init!(FakeCtx {
-                globals,
-                bound <- kernel::new_spinlock!(None),
-            }),
-            GFP_KERNEL,
-        )?;
+        // and class behind; fresh names keep the next cases independent of it (the class name
+        // comes from `FakeConsole::context`).
+        let n = NEXT_NAME.fetch_add(1, Ordering::Relaxed) % DRIVER_NAMES.len();
         let driver = KBox::pin_init(
-            virtio::Registration::new(
+            virtio::Registration::<crate::ConsoleDriver<FakeConsole>>::new(
                 DRIVER_NAMES[n],
-                ctx.clone(),
                 kernel::module::this_module::<crate::VirtioConsoleModule>(),
             ),
             GFP_KERNEL,
         )?;
+        let ctx = virtio::Adapter::<crate::ConsoleDriver<FakeConsole>>::context(&driver).clone();
         let mut config = [0u8; 12];
         config[0..2].copy_from_slice(&80u16.to_le_bytes());
         config[2..4].copy_from_slice(&25u16.to_le_bytes());

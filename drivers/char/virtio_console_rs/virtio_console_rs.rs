@@ -128,6 +128,8 @@ pub(crate) trait ConsoleBinding: Send + Sync + 'static {
     type Context: Send + Sync;
     /// The devices to bind.
     const ID_TABLE: virtio::IdTable;
+    /// Builds the registration's context.
+    fn context() -> Result<Arc<Self::Context>>;
     /// The class, vtermno allocator and debugfs directory for the devices.
     fn globals(ctx: &Arc<Self::Context>) -> &Arc<Globals>;
     /// Called with the device data after a successful probe.
@@ -150,13 +152,17 @@ impl<B: ConsoleBinding> virtio::Driver for ConsoleDriver<B> {
         kernel::uapi::VIRTIO_CONSOLE_F_EMERG_WRITE,
     ];
 
+    fn context() -> Result<Arc<B::Context>> {
+        B::context()
+    }
+
     fn probe(dev: &virtio::Device<Core<'_>>, ctx: &Arc<B::Context>) -> Result<Arc<PortsDevice>> {
         let data = PortsDevice::probe(dev, B::globals(ctx))?;
         B::probed(ctx, &data);
         Ok(data)
     }
 
-    fn remove(_dev: &virtio::Device<Core<'_>>, data: Arc<PortsDevice>) {
+    fn remove(_dev: &virtio::Device<Core<'_>>, data: &Arc<PortsDevice>) {
         data.remove();
     }
 
@@ -184,6 +190,10 @@ impl ConsoleBinding for VirtioConsole {
     type Context = Globals;
     const ID_TABLE: virtio::IdTable = &VIRTIO_CONSOLE_IDS;
 
+    fn context() -> Result<Arc<Globals>> {
+        Globals::new(c"virtio-ports", c"virtio-ports")
+    }
+
     fn globals(ctx: &Arc<Globals>) -> &Arc<Globals> {
         ctx
     }
@@ -200,9 +210,8 @@ struct VirtioConsoleModule {
 
 impl kernel::InPlaceModule for VirtioConsoleModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        let globals = Globals::new(c"virtio-ports", c"virtio-ports");
         try_pin_init!(Self {
-            driver <- virtio::Registration::new(c"virtio_console_rs", globals?, module),
+            driver <- virtio::Registration::new(c"virtio_console_rs", module),
         })
     }
 }

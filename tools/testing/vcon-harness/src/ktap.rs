@@ -35,7 +35,7 @@ pub const REQUIRED_SUITES: [(&str, usize); 12] = [
     ("virtio_console_rs_fake_device", 33),
     ("virtio_console_rs_port_table", 4),
     ("virtio_console_rs_fake_random", 1),
-    ("virtio_console_rs_virtio_adapter", 5),
+    ("virtio_console_rs_virtio_adapter", 7),
     ("virtio_console_rs_protocol_model", 3),
     ("virtio_console_rs_hvc", 3),
 ];
