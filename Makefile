@@ -68,7 +68,7 @@ bench: build
 	@$(HARNESS) bench $(BENCH_ARGS)
 
 # Guest kernel instructions per write by function, from a QEMU TCG plugin under icount
-# (PROFILE_ARGS="c|rust [hvc [raw] | ping] [--size N] [--writes N] [--top N]").
+# (PROFILE_ARGS="c|rust [hvc [raw] | ping | h2g] [--size N] [--writes N] [--top N]").
 PROFILE_PLUGIN := tools/testing/vcon-tcg-profile/target/release/libvcon_tcg_profile.so
 profile: build
 	@cd tools/testing/vcon-tcg-profile && cargo build -q --release

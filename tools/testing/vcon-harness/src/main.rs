@@ -714,7 +714,7 @@ fn workload_vm(env: &Env, what: &str, d: Driver, script: &str) -> VmConfig {
     }
 }
 
-/// `profile [c|rust] [hvc [raw] | ping] [--size N] [--writes N] [--top N]`: instructions per write by
+/// `profile [c|rust] [hvc [raw] | ping | h2g] [--size N] [--writes N] [--top N]`: instructions per write by
 /// kernel function (see `profile.rs`); needs `VCON_TCG_PROFILE`, the plugin's path.
 fn cmd_profile(args: &[String]) -> Res<bool> {
     let opt = |name: &str, default: usize| -> Res<usize> {
@@ -738,6 +738,7 @@ fn cmd_profile(args: &[String]) -> Res<bool> {
         writes: opt("--writes", 4096)?,
         raw: args.iter().any(|a| a == "raw"),
         ping: args.iter().any(|a| a == "ping"),
+        h2g: args.iter().any(|a| a == "h2g"),
     };
     let top = opt("--top", 40)?;
     let plugin = std::env::var_os("VCON_TCG_PROFILE")

@@ -26,6 +26,8 @@ pub struct Workload {
     pub raw: bool,
     /// A 1-byte ping-pong instead of a stream (the host echoes; `size` is ignored).
     pub ping: bool,
+    /// Host to guest instead: the host writes `size` bytes per `write()` and the guest reads.
+    pub h2g: bool,
 }
 
 fn guest_script(w: &Workload, writes: usize) -> String {
@@ -34,10 +36,15 @@ fn guest_script(w: &Workload, writes: usize) -> String {
             "load_driver\nwait_for /dev/vport0p1\nwait_for /dev/hvc0\n",
             "for p in 0 1; do until grep -q 'host_connected: 1' /sys/kernel/debug/virtio-ports/vport0p$p; do sleep 0.1; done; done\n",
             "echo '@@BEGIN syms'; grep virtio_console /proc/modules; echo '@@END syms'\n",
+            "irqs() {{ awk '/virtio/{{for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i}} END{{print s + 0}}' /proc/interrupts; }}\n",
+            "i0=$(irqs)\n",
             "{work}\n",
+            "echo \"@@ irqs $(( $(irqs) - i0 ))\"\n",
         ),
         work = if w.ping {
             format!("vcg bench-ping work {} {writes}", w.node)
+        } else if w.h2g {
+            format!("vcg bench-h2g work {} {}", w.node, w.size * writes)
         } else {
             format!(
                 "vcg bench-g2h work {} {} {} {}",
@@ -109,19 +116,35 @@ fn read_counts(p: &Path) -> Res<Counts> {
     Ok((m, user))
 }
 
-/// Boots once; returns the counts and the guest's module and `_text` symbol lines.
-fn boot(cfg: &VmConfig, out: &Path, ping: bool) -> Res<(Counts, Vec<String>)> {
+/// Boots once with `writes` units of `w`; returns the counts and the guest's module and
+/// `_text` symbol lines.
+fn boot(cfg: &VmConfig, out: &Path, w: &Workload, writes: usize) -> Res<(Counts, Vec<String>)> {
     let mut vm = Vm::start(cfg)?;
     vm.wait_line("@@BOOTED", |l| (l.trim() == "@@BOOTED").then_some(()))?;
-    if ping {
-        echo(vm.connect("p1")?);
+    let p1 = vm.connect("p1")?;
+    let mut host_writer = None;
+    if w.ping {
+        echo(p1);
+    } else if w.h2g {
+        host_writer = Some(p1);
     } else {
-        drain(vm.connect("p1")?);
+        drain(p1);
     }
     drain(vm.connect("con0")?);
     let syms = vm.block("syms")?;
+    if let Some(mut s) = host_writer {
+        vm.result("work-ready")?;
+        let chunk = vec![0xa5u8; w.size];
+        for _ in 0..writes {
+            std::io::Write::write_all(&mut s, &chunk).map_err(|e| e.to_string())?;
+        }
+    }
     let r = vm.result("work")?;
     eprintln!("  guest: {}", r.trim());
+    eprintln!(
+        "  virtio interrupts during the work: {}",
+        vm.result("irqs")?.trim()
+    );
     vm.finish()?;
     Ok((read_counts(out)?, syms))
 }
@@ -254,7 +277,7 @@ pub fn run(
             w.size,
             w.node
         );
-        runs.push(boot(&cfg, &out, w.ping)?);
+        runs.push(boot(&cfg, &out, w, w.writes * k)?);
     }
     let ((small, user1), _) = &runs[0];
     let ((large, user2), syms) = &runs[1];
@@ -281,9 +304,14 @@ pub fn run(
     let mut v: Vec<(String, i64)> = by_fn.into_iter().collect();
     v.sort_by_key(|x| -x.1.abs());
     println!(
-        "{}: {} bytes per write to {}{}: guest kernel instructions per write {:.0}, user {:.0}",
+        "{}: {} bytes per {} {}{}: guest kernel instructions per write {:.0}, user {:.0}",
         driver.name(),
         if w.ping { 1 } else { w.size },
+        if w.h2g {
+            "host write, read from"
+        } else {
+            "write to"
+        },
         w.node,
         if w.ping {
             " (ping-pong, per round trip)"

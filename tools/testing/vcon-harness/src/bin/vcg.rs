@@ -415,7 +415,8 @@ fn main() {
                 }
             });
         }
-        // bench-h2g TAG PATH TOTAL: announce, then read TOTAL bytes; time from the first byte.
+        // bench-h2g TAG PATH TOTAL: announce, then read TOTAL bytes; time from the first byte;
+        // `@@ TAG BYTES NS CPU_JIFFIES READS`.
         // A read error ends the run with `@@ TAG err ERRNO after BYTES`.
         "bench-h2g" => {
             let total: usize = arg(4).parse().unwrap_or(1 << 20);
@@ -424,6 +425,7 @@ fn main() {
                 let _ = std::io::stdout().flush();
                 let mut buf = vec![0u8; 65536];
                 let mut got = 0;
+                let mut reads = 0u64;
                 let mut t0 = None;
                 let mut cpu0 = 0;
                 while got < total {
@@ -435,6 +437,7 @@ fn main() {
                                 cpu0 = cpu_jiffies();
                             }
                             got += n;
+                            reads += 1;
                         }
                         Err(e) if e == libc_consts::EINTR => {}
                         Err(e) => {
@@ -445,7 +448,7 @@ fn main() {
                 }
                 let ns = t0.map_or(0, |t| t.elapsed().as_nanos());
                 let cpu = cpu_jiffies() - cpu0;
-                println!("@@ {tag} {got} {ns} {cpu}");
+                println!("@@ {tag} {got} {ns} {cpu} {reads}");
             });
         }
         // bench-ping TAG PATH N: N one-byte round trips with a host that echoes; median and
