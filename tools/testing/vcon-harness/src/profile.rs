@@ -132,14 +132,23 @@ fn boot(cfg: &VmConfig, out: &Path, w: &Workload, writes: usize) -> Res<(Counts,
     }
     drain(vm.connect("con0")?);
     let syms = vm.block("syms")?;
-    if let Some(mut s) = host_writer {
+    // Kept open until the guest has read everything: QEMU drops what it has not delivered
+    // yet when the host end closes, and the guest would see the end of file early.
+    if let Some(s) = host_writer.as_mut() {
         vm.result("work-ready")?;
         let chunk = vec![0xa5u8; w.size];
         for _ in 0..writes {
-            std::io::Write::write_all(&mut s, &chunk).map_err(|e| e.to_string())?;
+            std::io::Write::write_all(s, &chunk).map_err(|e| e.to_string())?;
         }
     }
     let r = vm.result("work")?;
+    drop(host_writer);
+    if w.h2g && r.split_whitespace().next() != Some(&(w.size * writes).to_string()) {
+        return Err(format!(
+            "the guest did not read all {} bytes: {r}",
+            w.size * writes
+        ));
+    }
     eprintln!("  guest: {}", r.trim());
     eprintln!(
         "  virtio interrupts during the work: {}",
