@@ -142,6 +142,12 @@ fn parse3(r: &str) -> Res<(f64, f64, f64)> {
     Ok((v[0], v[1], v[2]))
 }
 
+/// Rows whose time is mostly the guest waiting for the host: at one and 64 bytes per host
+/// `write()` the guest gets what QEMU gathered from its socket meanwhile, as often whatever the
+/// driver. Their ratios are printed marked: they swing from run to run by more than the
+/// drivers' costs differ (see the performance document's known limits).
+const HOST_PACED: [&str; 2] = ["h2g_1", "h2g_64"];
+
 /// What a run that must be repeated says: its timings are not valid.
 const INVALID_CLOCK: &str = "timings not valid";
 
@@ -492,7 +498,15 @@ pub fn run(
         let shown = if few_ticks {
             format!("{:>6} (< {MIN_CPU_TICKS} ticks)", "n/a")
         } else {
-            format!("{ratio:>6.2}{}", if worse { " worse" } else { "" })
+            format!(
+                "{ratio:>6.2}{}{}",
+                if worse { " worse" } else { "" },
+                if HOST_PACED.contains(&k.as_str()) {
+                    " host-paced"
+                } else {
+                    ""
+                }
+            )
         };
         println!(
             "{k:22} {unit:>8} {:>9.2} [{:>6.2}..{:>6.2}] {:>9.2} [{:>6.2}..{:>6.2}] {shown}",
