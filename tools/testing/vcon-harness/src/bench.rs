@@ -152,6 +152,13 @@ fn parse3(r: &str) -> Res<(f64, f64, f64)> {
 /// than the drivers' costs differ (see the performance document's known limits).
 const HOST_PACED: [&str; 3] = ["h2g_1", "h2g_64", "ping_p99_us"];
 
+/// Rows that under icount count against the driver with fewer instructions, so that "worse"
+/// there does not fail the run: a round trip whose vCPU halts before the echo comes lasts the
+/// host's real time, while instructions count a nanosecond each, and the shorter round trip
+/// halts first more often (a busy loop making the Rust round trip as long as the C one made
+/// their 99th percentiles equal; see the performance document).
+const AGAINST_THE_FASTER_UNDER_ICOUNT: [&str; 1] = ["ping_p99_us"];
+
 /// What a run that must be repeated says: its timings are not valid.
 const INVALID_CLOCK: &str = "timings not valid";
 
@@ -496,7 +503,7 @@ pub fn run(
             } else {
                 rmin > cmax
             };
-        if worse {
+        if worse && !(icount && AGAINST_THE_FASTER_UNDER_ICOUNT.contains(&k.as_str())) {
             ok = false;
         }
         let shown = if few_ticks {
