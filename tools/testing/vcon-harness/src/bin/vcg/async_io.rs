@@ -284,11 +284,13 @@ pub(super) fn sigio(tag: &str, path: &str, seed: u64) {
             &format!("revents={}", poll_mask(fd, libc_consts::POLLOUT, WAIT_MS)),
         );
         // The host sends one byte once it has read everything: the signals queued until then.
-        // The byte can be read before its interrupt is handled (a poll takes the used buffer
-        // from the ring first), and the driver signals from the interrupt: wait for the first
-        // signal, let the interrupt of the byte settle, then take whatever else is pending (a
-        // signal for the room would be queued before the byte's, and show as a second one).
-        let data = read_n(fd, 1)?;
+        // Wait for the first signal before touching the port: the driver signals from the
+        // byte's interrupt, and a poll or read that took the used buffer from the ring first
+        // (woken by the transmit interrupts of the host's draining) would leave that interrupt
+        // nothing to find, so it would send no signal (the C driver's `vring_interrupt` does
+        // not call back for an empty ring). Then let the interrupt settle and take whatever
+        // else is pending: a signal for the room would have been queued before the byte's and
+        // shows as the first of two.
         let signals = match wait_signal(&both, WAIT_MS) {
             Some(first) => {
                 std::thread::sleep(std::time::Duration::from_millis(500));
@@ -301,6 +303,7 @@ pub(super) fn sigio(tag: &str, path: &str, seed: u64) {
             }
             None => "none".to_string(),
         };
+        let data = read_n(fd, 1)?;
         say(tag, "after-room", &format!("read={data} signals={signals}"));
 
         // The host end closes, then reopens.
