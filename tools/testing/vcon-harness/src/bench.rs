@@ -122,6 +122,18 @@ fn qemu_args() -> Vec<String> {
     q
 }
 
+/// Sends `total` bytes to the guest on `s`, `size` bytes per `write()`.
+pub fn send_stream(s: &mut UnixStream, size: usize, total: usize) -> Res<()> {
+    let chunk = vec![0xa5u8; size];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(size);
+        s.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
+        left -= n;
+    }
+    Ok(())
+}
+
 /// Reads and drops everything the guest sends on `s`, in a thread of its own.
 pub fn drain(mut s: std::os::unix::net::UnixStream) {
     std::thread::spawn(move || {
@@ -209,13 +221,7 @@ fn run_workloads(vm: &mut Vm, out: &mut Sample, h2g: &mut UnixStream) -> Res<()>
     }
     for (size, total) in H2G_SIZES {
         vm.result(&format!("h2g-{size}-ready"))?;
-        let chunk = vec![0xa5u8; size];
-        let mut left = total;
-        while left > 0 {
-            let n = left.min(size);
-            h2g.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
-            left -= n;
-        }
+        send_stream(h2g, size, total)?;
         let r = vm.result(&format!("h2g-{size}"))?;
         if r.starts_with("err ") {
             return Err(format!("h2g-{size}: the guest's read failed: {r}"));

@@ -7,7 +7,7 @@
 //! by N and attributed to the kernel function (from `System.map`, and for modules from the
 //! guest's `/proc/kallsyms`) each block starts in.
 
-use crate::bench::drain;
+use crate::bench::{drain, send_stream};
 use crate::scenarios::Driver;
 use crate::vm::{Res, Vm, VmConfig};
 use std::collections::{BTreeMap, HashMap};
@@ -136,10 +136,7 @@ fn boot(cfg: &VmConfig, out: &Path, w: &Workload, writes: usize) -> Res<(Counts,
     // yet when the host end closes, and the guest would see the end of file early.
     if let Some(s) = host_writer.as_mut() {
         vm.result("work-ready")?;
-        let chunk = vec![0xa5u8; w.size];
-        for _ in 0..writes {
-            std::io::Write::write_all(s, &chunk).map_err(|e| e.to_string())?;
-        }
+        send_stream(s, w.size, w.size * writes)?;
     }
     let r = vm.result("work")?;
     drop(host_writer);
